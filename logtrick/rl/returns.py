@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from logtrick.baselines import _normalise_group
+
 
 def _check_trajectory(r_t: jax.Array, discount_t: jax.Array) -> None:
     chex.assert_rank([r_t, discount_t], 1)
@@ -217,8 +219,4 @@ def group_normalised_advantages(returns: ArrayLike, *, eps: float = 1e-6) -> jax
     """
     returns = jnp.asarray(returns)
     _check_group(returns, "group_normalised_advantages")
-    # Shift-invariant; without it float rounding turns a group of equal returns
-    # (std ≈ 1e-8) into advantages of order 0.1 instead of 0.
-    returns = returns - returns[:1]
-    centred = returns - jnp.mean(returns, axis=0)
-    return jax.lax.stop_gradient(centred / (jnp.std(returns, axis=0) + eps))
+    return jax.lax.stop_gradient(_normalise_group(returns, eps))
