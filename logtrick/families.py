@@ -31,10 +31,16 @@ class Family(NamedTuple):
         has leading axis ``num_samples``. ``xs`` may be any pytree.
       log_prob: ``log_prob(params, x) -> scalar``, log p(x|θ) for one sample
         ``x`` (``xs`` without its leading axis); differentiable in ``params``.
+      antithetic_sample: optional; ``antithetic_sample(params, key, n) -> xs``
+        for even n: n/2 draws followed by their n/2 reflections (x_{i+n/2} is
+        x_i with its noise reflected: ε → -ε, u → 1 - u). Each draw is
+        distributed as p(x|θ); a pair is negatively correlated. Used by
+        ``score_function(..., antithetic=True)``.
     """
 
     sample: Callable[[Params, jax.Array, int], Sample]
     log_prob: Callable[[Params, Sample], jax.Array]
+    antithetic_sample: Callable[[Params, jax.Array, int], Sample] | None = None
 
 
 def normal() -> Family:
@@ -43,25 +49,35 @@ def normal() -> Family:
     Params: ``{"loc": array, "log_scale": array}`` of the same shape (any rank,
     scalars included). A sample has that shape. The sample is reparameterised
     (``loc + exp(log_scale) * eps``), so ``family.sample`` also serves as the
-    ``rsample`` of :func:`logtrick.pathwise`.
+    ``rsample`` of :func:`logtrick.pathwise`. Antithetic pairs use ε and -ε.
     """
 
+    def transform(params, eps):
+        return params["loc"] + jnp.exp(params["log_scale"]) * eps
+
+    def noise(params, key, num_samples):
+        loc = params["loc"]
+        return jax.random.normal(key, (num_samples,) + jnp.shape(loc), jnp.result_type(loc))
+
     def sample(params, key, num_samples):
-        loc, scale = params["loc"], jnp.exp(params["log_scale"])
-        eps = jax.random.normal(key, (num_samples,) + jnp.shape(loc), jnp.result_type(loc))
-        return loc + scale * eps
+        return transform(params, noise(params, key, num_samples))
+
+    def antithetic_sample(params, key, num_samples):
+        eps = noise(params, key, num_samples // 2)
+        return transform(params, jnp.concatenate([eps, -eps]))
 
     def log_prob(params, x):
         return jnp.sum(stats.norm.logpdf(x, params["loc"], jnp.exp(params["log_scale"])))
 
-    return Family(sample, log_prob)
+    return Family(sample, log_prob, antithetic_sample)
 
 
 def bernoulli() -> Family:
     """Independent Bernoulli variables with the given logits.
 
     Params: a logits array of any shape. A sample is a float array of 0s and 1s
-    of that shape; ``log_prob`` sums over its elements.
+    of that shape; ``log_prob`` sums over its elements. Antithetic pairs share
+    the uniform noise: b = 1[u < σ(θ)], b' = 1[1 - u < σ(θ)].
     """
 
     def sample(logits, key, num_samples):
@@ -69,10 +85,14 @@ def bernoulli() -> Family:
         bits = jax.random.bernoulli(key, jax.nn.sigmoid(logits), shape)
         return bits.astype(jnp.result_type(logits))
 
+    def antithetic_sample(logits, key, num_samples):
+        u = jax.random.uniform(key, (num_samples // 2,) + jnp.shape(logits), jnp.result_type(logits))
+        return (jnp.concatenate([u, 1.0 - u]) < jax.nn.sigmoid(logits)).astype(u.dtype)
+
     def log_prob(logits, x):
         return jnp.sum(x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits))
 
-    return Family(sample, log_prob)
+    return Family(sample, log_prob, antithetic_sample)
 
 
 def categorical() -> Family:

@@ -203,3 +203,64 @@ def test_nonfinite_f_gives_nan_grads_and_keeps_state(bad):
     assert not np.all(np.isfinite(aux["f"]))
     assert all(np.all(np.isnan(g)) for g in jax.tree_util.tree_leaves(grads))
     assert int(new_state.count) == int(state.count) and float(new_state.average) == float(state.average)
+
+
+def total_variances(estimates):
+    """Per-leaf sums of the per-coordinate variances over the leading axis."""
+    return np.array([float(np.var(leaf, axis=0).sum()) for leaf in jax.tree_util.tree_leaves(estimates)])
+
+
+def test_antithetic_gaussian_keeps_the_odd_part_for_loc():
+    """Statistical: pairs (ε, -ε) are unbiased; on f even about loc the loc gradient has no variance left.
+
+    The scale gradient keeps only the even part of f, so there it costs variance
+    (printed): antithetic pairs pay where f is nearly symmetric about loc.
+    """
+    centred = {"loc": jnp.array([1.0, 1.0, 1.0]), "log_scale": GAUSS["log_scale"]}
+    f, exact = GAUSSIAN_CASES["quadratic"]
+    draws = [lt.testing.draw_estimates(
+        lt.score_function(f, lt.families.normal(), num_samples=16, baseline=lt.baselines.leave_one_out(),
+                          antithetic=antithetic), centred, jax.random.key(5), num_estimates=NUM_ESTIMATES)
+        for antithetic in (True, False)]
+    lt.testing.assert_unbiased(draws[0], jax.grad(exact)(centred))
+    ratio = total_variances(draws[0]) / total_variances(draws[1])
+    print(f"antithetic / independent variance: loc {ratio[0]:.2g}, log_scale {ratio[1]:.2f}")
+    assert ratio[0] < 1e-6
+
+
+def test_antithetic_bernoulli_enumeration_variance_and_layout():
+    """Statistical: pairs (u, 1 - u) are unbiased on 5 Bernoulli variables and halve the variance at N = 4.
+
+    Measured 0.56 of independent draws without a baseline (0.90 with leave-one-out).
+    """
+    logits = jnp.array([-1.0, -0.2, 0.3, 0.9, 2.0])
+    f = lambda b: jnp.sum(b * jnp.arange(1.0, 6.0)) ** 2 / 10.0
+    exact = lt.exact.expectation(f, lt.families.bernoulli(), lt.exact.bernoulli_support(5))
+    draws = [lt.testing.draw_estimates(
+        lt.score_function(f, lt.families.bernoulli(), num_samples=4, antithetic=antithetic), logits,
+        jax.random.key(6), num_estimates=2000) for antithetic in (True, False)]
+    lt.testing.assert_unbiased(draws[0], jax.grad(exact)(logits))
+    assert total_variances(draws[0])[0] < 0.75 * total_variances(draws[1])[0]
+    b = lt.families.bernoulli().antithetic_sample(logits, jax.random.key(0), 1000)
+    np.testing.assert_allclose(b.mean(0), jax.nn.sigmoid(logits), atol=0.06)
+    # With u and 1 - u, a coordinate with p < 1/2 is never 1 in both members of a pair.
+    assert not np.any((b[:500, 0] == 1) & (b[500:, 0] == 1))
+    x = lt.families.normal().antithetic_sample(GAUSS, jax.random.key(0), 6)
+    np.testing.assert_allclose(x[:3] + x[3:], jnp.broadcast_to(2 * GAUSS["loc"], (3, 3)), rtol=1e-5)
+
+
+def test_antithetic_chunked_and_errors():
+    f, _ = GAUSSIAN_CASES["quadratic"]
+    est = lt.score_function(f, lt.families.normal(), num_samples=8, chunk_size=4, antithetic=True,
+                            baseline=lt.baselines.leave_one_out())
+    grads, _, aux = jax.jit(est.estimate)(GAUSS, est.init(GAUSS), jax.random.key(0))
+    assert aux["baseline"].shape == (8,) and np.all(np.isfinite(grads["loc"]))
+    # Pair members share their baseline.
+    np.testing.assert_allclose(aux["baseline"][:2], aux["baseline"][2:4])
+    with pytest.raises(ValueError, match="even"):
+        lt.score_function(f, lt.families.normal(), num_samples=6, chunk_size=3, antithetic=True)
+    with pytest.raises(ValueError, match="antithetic_sample"):
+        lt.score_function(f, lt.families.poisson(), num_samples=4, antithetic=True)
+    with pytest.raises(ValueError, match="num_samples"):
+        lt.score_function(f, lt.families.normal(), num_samples=2, antithetic=True,
+                          baseline=lt.baselines.leave_one_out())
