@@ -59,13 +59,17 @@ def _guard_nonfinite(values: jax.Array, grads: Params, state: State, new_state: 
     return grads, new_state
 
 
-def _from_surrogate(init, surrogate_with_aux) -> Estimator:
-    """Builds an Estimator from ``surrogate_with_aux -> (scalar, (new_state, aux))``."""
+def _from_surrogate(init, surrogate_with_aux, *, guarded: tuple[str, ...] = ("f",)) -> Estimator:
+    """Builds an Estimator from ``surrogate_with_aux -> (scalar, (new_state, aux))``.
+
+    The f values in ``aux[k]`` for k in ``guarded`` are checked to be finite.
+    """
 
     def estimate(params, state, key):
         grad_fn = jax.grad(surrogate_with_aux, has_aux=True)
         grads, (new_state, aux) = grad_fn(params, state, key)
-        grads, new_state = _guard_nonfinite(aux["f"], grads, state, new_state)
+        values = jnp.concatenate([jnp.ravel(aux[k]) for k in guarded])
+        grads, new_state = _guard_nonfinite(values, grads, state, new_state)
         return grads, new_state, aux
 
     def surrogate(params, state, key):
