@@ -3,11 +3,13 @@
     grad_θ E_{x~p(x|θ)}[f(x)] = E_{x~p(x|θ)}[f(x) grad_θ log p(x|θ)]
 """
 
-from logtrick import baselines, exact, families, rl, testing
+from logtrick import baselines, control_variates, discrete, exact, families, multisample, rl, testing
 from logtrick.baselines import Baseline
+from logtrick.control_variates import delta_method, sum_and_sample
 from logtrick.dice import magic_box
 from logtrick.estimators import Estimator, pathwise, score_function, score_function_jacobians
 from logtrick.families import Family
+from logtrick.multisample import vimco
 
 __version__ = "0.1.0"
 
@@ -16,12 +18,18 @@ __all__ = [
     "Estimator",
     "Family",
     "baselines",
+    "control_variates",
+    "delta_method",
+    "discrete",
     "exact",
     "families",
     "magic_box",
+    "multisample",
     "pathwise",
     "rl",
     "score_function",
     "score_function_jacobians",
+    "sum_and_sample",
     "testing",
+    "vimco",
 ]
