@@ -119,9 +119,11 @@ def optimal(decay: float = 0.0) -> Baseline:
     with A, B the sums of f s² and s² over previous calls weighted by
     decay^(calls since; 0: this batch only), and the leave-one-out mean of f where the
     denominator vanishes. c_ij does not depend on x_i, so the estimator stays
-    unbiased. The ratio is noisy when s⁴ is heavy-tailed (Gaussian scales):
-    with ``decay`` = 0 it needs tens of samples to beat leave-one-out, and at
-    N = 2 it *is* leave-one-out; a decay near 1 pools previous batches.
+    unbiased. From one batch the ratio is noisy where s⁴ is heavy-tailed
+    (Gaussian scales), and at N = 2 it *is* leave-one-out; a decay near 1 pools
+    previous batches. Measured (``tests/test_baselines.py``, a Gaussian with f
+    even about its mean, N = 16): variance 0.51-0.61 of leave-one-out's with
+    decay 0.9 after 20 calls, 0.85-0.98 with decay 0 (0.65-0.81 at N = 64).
 
     Cost: the baseline is made of per-sample squared scores, so
     :func:`logtrick.score_function` computes them (``vmap`` of ``grad`` of
