@@ -169,6 +169,14 @@ def test_group_normalised_values():
     np.testing.assert_allclose(jnp.full(4, 3.7) - b, 0.0, atol=1e-6)
 
 
+def test_optimal_from_two_samples_is_leave_one_out():
+    """With N = 2 and nothing pooled, c_i = f_k s_k² / s_k² is the other sample's f."""
+    values = jnp.array([1.5, -2.0])
+    c, _ = lt.baselines.optimal().apply(values, lt.baselines.optimal().init(jnp.zeros(3)), jnp.array(
+        [[0.3, 1.0, 2.0], [0.7, 0.1, 4.0]]))
+    np.testing.assert_allclose(c, jnp.broadcast_to(jnp.array([[-2.0], [1.5]]), (2, 3)), rtol=1e-6)
+
+
 def test_optimal_pools_previous_calls():
     """The decayed sums of earlier calls enter c; the current sample never enters its own c."""
     baseline = lt.baselines.optimal(decay=0.5)
