@@ -29,11 +29,15 @@ experiments: $(STAMP)
 	$(BIN)/python -m experiments.ipd_hessian
 	$(BIN)/python -m experiments.sequence_policy
 	$(BIN)/python -m experiments.cartpole
+	$(BIN)/python -m experiments.rebar_toy
+	$(BIN)/python -m experiments.rebar_toy_highdim
+	$(BIN)/python -m experiments.discrete_vae
 
 benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.score_function
 	$(BIN)/python -m benchmarks.scaling
 	$(BIN)/python -m benchmarks.cartpole
+	$(BIN)/python -m benchmarks.discrete_vae
 
 clean:
 	rm -rf $(VENV) .pytest_cache
