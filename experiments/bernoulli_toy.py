@@ -416,12 +416,5 @@ def plot(results: dict[str, Any], path: pathlib.Path, title: str) -> None:
 
 def main(doc: str, name: str, config: Config, quick: Config, title: Callable[[dict[str, Any]], str]) -> None:
     """The thin command line shared by both toys: flags, run, table, JSON, PNG."""
-    args = common.parser(doc).parse_args()
-    config = dataclasses.replace(quick if args.quick else config, seed=args.seed)
-    results = run(config, progress=True)
-    results["machine"] = common.machine_info()
-    print(format_table(results))
-    name = f"{name}_quick" if args.quick else name
-    common.save_json(results, args.out, name)
-    plot(results, args.out / f"{name}.png", title(results))
-    print(f"study took {results['wall_seconds']:.1f} s; wrote {args.out / name}.json and {name}.png")
+    common.main(doc, name, config=config, quick=quick, run=lambda c: run(c, progress=True), report=format_table,
+                plots={"": lambda results, path: plot(results, path, title(results))})

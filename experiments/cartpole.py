@@ -47,9 +47,7 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import pathlib
 import time
 from typing import Any, Callable, NamedTuple
@@ -62,7 +60,7 @@ import numpy as np
 import optax
 
 import logtrick as lt
-from experiments.common import machine_info
+from experiments import common
 
 # XLA:CPU options for the training run: LLVM at -O1 without its expensive passes
 # compiles about a third faster than the default, and the run is as fast.
@@ -385,22 +383,18 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--seeds", type=int, default=1, help="seeds vmapped in one run")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="tiny smoke configuration")
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results"))
     args = parser.parse_args()
     config = dataclasses.replace(QUICK if args.quick else Config(), seed=args.seed)
 
     print(f"training {args.seeds} seed(s) in one jitted run ...", flush=True)
     results = run(config, args.seeds)
-    results["machine"] = machine_info()
+    results["machine"] = common.machine_info()
     print(summary(results))
 
     name = "cartpole" + ("_quick" if args.quick else "") + (f"_seeds{args.seeds}" if args.seeds > 1 else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    common.save_json(results, args.out, name)
     plot(results, args.out / f"{name}.png")
     print(f"wrote {args.out / name}.json and .png")
 

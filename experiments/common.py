@@ -1,13 +1,15 @@
-"""What every experiment records about the machine it ran on."""
+"""What every experiment shares: its flags, the machine record, the JSON writer and the command line."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
 import platform
-from typing import Any
+import time
+from typing import Any, Callable
 
 import jax
 
@@ -34,3 +36,37 @@ def save_json(results: dict[str, Any], out: pathlib.Path, name: str) -> pathlib.
     path = out / f"{name}.json"
     path.write_text(json.dumps(results, indent=1))
     return path
+
+
+def main(
+    doc: str,
+    name: str,
+    *,
+    config: Any,
+    quick: Any,
+    run: Callable[[Any], dict[str, Any]],
+    report: Callable[[dict[str, Any]], str],
+    plots: dict[str, Callable[[dict[str, Any], pathlib.Path], None]],
+    summary: Callable[[dict[str, Any]], Any] | None = None,
+) -> None:
+    """The command line of a study: flags, ``run`` timed, printed report, JSON and PNGs.
+
+    Writes ``out/name.json`` (``name_quick`` with ``--quick``) with ``machine``,
+    ``wall_seconds`` and, if given, ``summary(results)`` added, and one
+    ``out/name<suffix>.png`` per entry of ``plots``.
+    """
+    args = parser(doc).parse_args()
+    config = dataclasses.replace(quick if args.quick else config, seed=args.seed)
+    start = time.perf_counter()
+    results = run(config)
+    results["machine"] = machine_info()
+    results["wall_seconds"] = time.perf_counter() - start
+    if summary is not None:
+        results["summary"] = summary(results)
+    print(report(results))
+    name = f"{name}_quick" if args.quick else name
+    save_json(results, args.out, name)
+    for suffix, plot in plots.items():
+        plot(results, args.out / f"{name}{suffix}.png")
+    print(f"study took {results['wall_seconds']:.1f} s; wrote {args.out / name}.json and "
+          + ", ".join(f"{name}{suffix}.png" for suffix in plots))

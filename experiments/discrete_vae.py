@@ -666,22 +666,9 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
 
 
 def main() -> None:
-    args = common.parser(__doc__).parse_args()
-    config = dataclasses.replace(QUICK if args.quick else Config(), seed=args.seed)
-
-    start = time.perf_counter()
-    results = run(config, progress=True)
-    results["machine"] = common.machine_info()
-    results["wall_seconds"] = time.perf_counter() - start
-    results["summary"] = summary_rows(results)
-    print(format_table(results))
-    print(table_notes(results))
-
-    name = "discrete_vae_quick" if args.quick else "discrete_vae"
-    common.save_json(results, args.out, name)
-    plot(results, args.out / f"{name}_curves.png")
-    print(f"took {results['wall_seconds']:.1f} s; wrote {args.out / name}.json and {name}_curves.png")
-
+    common.main(__doc__, "discrete_vae", config=Config(), quick=QUICK, run=lambda config: run(config, progress=True),
+                report=lambda results: format_table(results) + "\n" + table_notes(results),
+                plots={"_curves": plot}, summary=summary_rows)
 
 if __name__ == "__main__":
     main()

@@ -13,9 +13,7 @@ plots the RMS error against the number of samples, with the 1/√N reference.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import pathlib
 import time
 from typing import Any, Callable, NamedTuple
@@ -26,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 import logtrick as lt
-from experiments.common import machine_info
+from experiments import common
 
 
 class Problem(NamedTuple):
@@ -176,11 +174,7 @@ def plot(sweep: dict, path: pathlib.Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny configuration for a smoke run")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results"))
-    args = parser.parse_args()
+    args = common.parser(__doc__).parse_args()
     config = Config(seed=args.seed)
     if args.quick:
         config = dataclasses.replace(config, num_estimates=100, sweep=(1, 16), sweep_estimates=50, warmup_steps=2)
@@ -191,11 +185,9 @@ def main() -> None:
     worst = max(r["abs_error_in_se"] for r in result["rows"])
     print(f"\nlargest |error| = {worst:.2f} standard errors over {len(result['rows'])} coordinates "
           f"({config.num_estimates} estimates each); {seconds:.1f} s")
-    args.out.mkdir(parents=True, exist_ok=True)
     record = {"config": dataclasses.asdict(config), "seed": config.seed, "wall_seconds": seconds,
-              "machine": machine_info(),
-              **result}
-    (args.out / "exact_check.json").write_text(json.dumps(record, indent=1))
+              "machine": common.machine_info(), **result}
+    common.save_json(record, args.out, "exact_check")
     plot(result["rms_error_vs_samples"], args.out / "exact_check.png")
     print(f"wrote {args.out / 'exact_check.json'} and {args.out / 'exact_check.png'}")
 

@@ -28,7 +28,6 @@ import functools
 import math
 import pathlib
 import statistics
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -40,7 +39,6 @@ from tqdm import tqdm
 
 import logtrick as lt
 from experiments import common
-from experiments.common import machine_info
 
 ESTIMATORS = ("score", "score_mean_baseline", "score_optimal_baseline", "pathwise")
 LABELS = {
@@ -438,21 +436,9 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
 
 
 def main() -> None:
-    args = common.parser(__doc__).parse_args()
-    config = dataclasses.replace(QUICK if args.quick else Config(), seed=args.seed)
-
-    start = time.perf_counter()
-    results = run(config, progress=True)
-    results["machine"] = machine_info()
-    results["wall_seconds"] = time.perf_counter() - start
-    print(format_table(results))
-    print(summary(results))
-
-    name = "gaussian_variance_quick" if args.quick else "gaussian_variance"
-    common.save_json(results, args.out, name)
-    plot(results, args.out / f"{name}.png")
-    print(f"study took {results['wall_seconds']:.1f} s; wrote {args.out / name}.json and .png")
-
+    common.main(__doc__, "gaussian_variance", config=Config(), quick=QUICK,
+                run=lambda config: run(config, progress=True),
+                report=lambda results: format_table(results) + "\n" + summary(results), plots={"": plot})
 
 if __name__ == "__main__":
     main()

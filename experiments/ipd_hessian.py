@@ -52,7 +52,6 @@ import dataclasses
 import functools
 import pathlib
 import statistics
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -62,7 +61,6 @@ from tqdm import tqdm
 
 import logtrick as lt
 from experiments import common
-from experiments.common import machine_info
 
 # Payoffs (agent 1, agent 2) of the outcomes CC, CD, DC, DD, agent 1's move first.
 PAYOFFS = jnp.array([[-1.0, -1.0], [-3.0, 0.0], [0.0, -3.0], [-2.0, -2.0]])
@@ -439,21 +437,8 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
 
 
 def main() -> None:
-    args = common.parser(__doc__).parse_args()
-    config = dataclasses.replace(QUICK if args.quick else Config(), seed=args.seed)
-
-    start = time.perf_counter()
-    results = run(config, progress=True)
-    results["machine"] = machine_info()
-    results["wall_seconds"] = time.perf_counter() - start
-    results["summary"] = summary(results)
-    print(format_table(results))
-
-    name = "ipd_hessian_quick" if args.quick else "ipd_hessian"
-    common.save_json(results, args.out, name)
-    plot(results, args.out / f"{name}.png")
-    print(f"study took {results['wall_seconds']:.1f} s; wrote {args.out / name}.json and {name}.png")
-
+    common.main(__doc__, "ipd_hessian", config=Config(), quick=QUICK, run=lambda config: run(config, progress=True),
+                report=format_table, plots={"": plot}, summary=summary)
 
 if __name__ == "__main__":
     main()

@@ -58,7 +58,6 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import statistics
-import time
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -71,7 +70,6 @@ from tqdm import tqdm
 
 import logtrick as lt
 from experiments import common
-from experiments.common import machine_info
 
 ESTIMATORS = ("reinforce", "rloo", "grpo")
 METHODS = ("exact", *ESTIMATORS)
@@ -540,21 +538,9 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
 
 
 def main() -> None:
-    args = common.parser(__doc__).parse_args()
-    config = dataclasses.replace(QUICK if args.quick else Config(), seed=args.seed)
-
-    start = time.perf_counter()
-    results = run(config, progress=True)
-    results["machine"] = machine_info()
-    results["wall_seconds"] = time.perf_counter() - start
-    results["summary"] = summary_rows(results)
-    print(format_table(results))
-
-    name = "sequence_policy_quick" if args.quick else "sequence_policy"
-    common.save_json(results, args.out, name)
-    plot(results, args.out / f"{name}.png")
-    print(f"study took {results['wall_seconds']:.1f} s; wrote {args.out / name}.json and {name}.png")
-
+    common.main(__doc__, "sequence_policy", config=Config(), quick=QUICK,
+                run=lambda config: run(config, progress=True), report=format_table, plots={"": plot},
+                summary=summary_rows)
 
 if __name__ == "__main__":
     main()

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import statistics
-import time
 from typing import Any, Callable
 
 import jax
@@ -41,7 +40,6 @@ from tqdm import tqdm
 
 import logtrick as lt
 from experiments import common
-from experiments.common import machine_info
 from logtrick.rl import tabular
 
 # name: (reward_to_go, baseline) of lt.rl.tabular.policy_gradient.
@@ -306,22 +304,9 @@ def plot_gradient_error(results: dict[str, Any], path: pathlib.Path) -> None:
 
 
 def main() -> None:
-    args = common.parser(__doc__).parse_args()
-    config = dataclasses.replace(QUICK if args.quick else Config(), seed=args.seed)
-
-    start = time.perf_counter()
-    results = run(config, progress=True)
-    results["machine"] = machine_info()
-    results["wall_seconds"] = time.perf_counter() - start
-    results["summary"] = summary_rows(results)
-    print(format_table(results))
-
-    name = "tabular_quick" if args.quick else "tabular"
-    common.save_json(results, args.out, name)
-    plot_returns(results, args.out / f"{name}_returns.png")
-    plot_gradient_error(results, args.out / f"{name}_gradient_error.png")
-    print(f"study took {results['wall_seconds']:.1f} s; wrote {args.out / name}.json and {name}_*.png")
-
+    common.main(__doc__, "tabular", config=Config(), quick=QUICK, run=lambda config: run(config, progress=True),
+                report=format_table, plots={"_returns": plot_returns, "_gradient_error": plot_gradient_error},
+                summary=summary_rows)
 
 if __name__ == "__main__":
     main()

@@ -41,6 +41,7 @@ import optax
 from logtrick import _checks
 from logtrick.dice import magic_box
 from logtrick.estimators import Estimator, _from_surrogate
+from logtrick.families import bernoulli
 
 CVParams = Any
 
@@ -101,10 +102,7 @@ def _conditional_logistic(logits: jax.Array, b: jax.Array, v: jax.Array) -> jax.
     return logits + jnp.where(b > 0, one, zero)
 
 
-def _log_prob(logits: jax.Array, bs: jax.Array) -> jax.Array:
-    """log p(b|θ) for each of the stacked samples ``bs``, shape (n,)."""
-    terms = bs * jax.nn.log_sigmoid(logits) + (1 - bs) * jax.nn.log_sigmoid(-logits)
-    return jnp.sum(terms.reshape(bs.shape[0], -1), axis=1)
+_bernoulli_log_prob = jax.vmap(bernoulli().log_prob, in_axes=(None, 0))
 
 
 def _per_sample(values: jax.Array, ndim: int) -> jax.Array:
@@ -287,7 +285,7 @@ def relax(
             z = theta + _logit(u)
             z_cond = _conditional_logistic(theta, bs, v)
             c_cond_fixed = control(phi, jax.lax.stop_gradient(z_cond))
-            per_draw = ((values - c_cond_fixed) * magic_box(_log_prob(theta, bs)) + c_cond_fixed
+            per_draw = ((values - c_cond_fixed) * magic_box(_bernoulli_log_prob(theta, bs)) + c_cond_fixed
                         + control(phi, z) - control(phi, jax.lax.stop_gradient(z))
                         - control(phi, z_cond) + c_cond_fixed)
             return jnp.mean(per_draw)
