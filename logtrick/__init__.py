@@ -3,13 +3,22 @@
     grad_θ E_{x~p(x|θ)}[f(x)] = E_{x~p(x|θ)}[f(x) grad_θ log p(x|θ)]
 """
 
-from logtrick import baselines, control_variates, discrete, exact, families, multisample, rl, testing
+from logtrick import baselines, categorical, discrete, exact, families, gaussian, layout, rl, testing
+from logtrick.base import Estimator, from_loss
 from logtrick.baselines import Baseline
-from logtrick.control_variates import delta_method, sum_and_sample
+from logtrick.categorical import sum_and_sample
 from logtrick.dice import magic_box
-from logtrick.estimators import Estimator, pathwise, score_function, score_function_jacobians
+from logtrick.estimators import (
+    dice_sum,
+    optimal_control_variate,
+    pathwise,
+    score_function,
+    score_function_jacobians,
+    scores,
+    vimco,
+)
 from logtrick.families import Family
-from logtrick.multisample import vimco
+from logtrick.gaussian import delta_method
 
 __version__ = "0.1.0"
 
@@ -18,17 +27,22 @@ __all__ = [
     "Estimator",
     "Family",
     "baselines",
-    "control_variates",
+    "categorical",
     "delta_method",
+    "dice_sum",
     "discrete",
     "exact",
     "families",
+    "from_loss",
+    "gaussian",
+    "layout",
     "magic_box",
-    "multisample",
+    "optimal_control_variate",
     "pathwise",
     "rl",
     "score_function",
     "score_function_jacobians",
+    "scores",
     "sum_and_sample",
     "testing",
     "vimco",

@@ -5,16 +5,12 @@ since then E[b_i grad log p(x_i|θ)] = E[b_i] E[grad log p(x_i|θ)] = 0.
 A :class:`Baseline` is a pair of pure functions; its state (if any) lives in
 the estimator's state and is threaded through by the caller::
 
-    state = baseline.init()
+    state = baseline.init(params)
     b, state = baseline.apply(values, state)    # values, b: shape (num_samples,)
 
-A per-coordinate baseline (:func:`optimal`) also reads the per-sample squared
-scores and returns one baseline per sample and parameter coordinate::
-
-    state = baseline.init(params)
-    b, state = baseline.apply(values, state, squared_scores)   # pytrees like params, leading axis N
-
-:func:`group_normalised` (GRPO) breaks the rule on purpose and is biased.
+:func:`group_normalised` (GRPO) breaks the rule on purpose and is biased. The
+per-coordinate optimal baseline is a control variate, not a baseline: it is
+:func:`logtrick.control_variates.optimal`.
 """
 
 from __future__ import annotations
@@ -23,50 +19,75 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 
 class Baseline(NamedTuple):
     """A baseline as pure functions.
 
     Attributes:
-      init: ``init() -> state``.
+      init: ``init(params) -> state`` (optax's convention: params are passed
+        whether or not the state needs them).
       apply: ``apply(values, state) -> (b, new_state)`` with ``values`` the
         f-values of the current samples, shape ``(num_samples,)``, and ``b``
         the baseline paired with each sample, same shape. ``b_i`` must not
         depend on ``values[i]``.
       min_samples: the fewest samples the baseline is defined for.
-      per_coordinate: if True, ``init(params)`` takes the params and
-        ``apply(values, state, squared_scores)`` also takes the per-sample
-        squared scores (s_i)² — a pytree like params whose leaves have leading
-        axis N — and returns ``b`` of that structure.
     """
 
-    init: Callable[[], Any]
-    apply: Callable[..., tuple[Any, Any]]
+    init: Callable[[Any], Any]
+    apply: Callable[[jax.Array, Any], tuple[jax.Array, Any]]
     min_samples: int = 1
-    per_coordinate: bool = False
+
+
+def _stateless(params: Any) -> tuple:
+    del params
+    return ()
+
+
+def leave_one_out_mean(values: ArrayLike, axis: int = 0) -> jax.Array:
+    """The mean of the *other* entries along ``axis``: m_i = (Σ_j v_j - v_i) / (n - 1).
+
+    Computed on v - v_0 and shifted back, so that it does not lose the
+    differences to rounding when the values share a large offset, and a group
+    of equal values gives m_i = v_i exactly (an advantage v_i - m_i of exactly 0).
+
+    Args:
+      values: an array with at least 2 entries along ``axis``.
+      axis: the axis of the group.
+
+    Returns:
+      m, the shape of ``values``.
+
+    Example::
+
+        lt.baselines.leave_one_out_mean(jnp.array([1.0, 2.0, 6.0]))   # [4.0, 3.5, 1.5]
+    """
+    values = jnp.asarray(values)
+    n = values.shape[axis]
+    if n < 2:
+        raise ValueError(f"leave_one_out_mean: need at least 2 entries along axis {axis}, got {n}")
+    shift = jax.lax.index_in_dim(values, 0, axis, keepdims=True)
+    centred = values - shift
+    return (jnp.sum(centred, axis=axis, keepdims=True) - centred) / (n - 1) + shift
 
 
 def none() -> Baseline:
     """No baseline: b = 0."""
-    return Baseline(init=lambda: (), apply=lambda values, state: (jnp.zeros_like(values), state))
+    return Baseline(init=_stateless, apply=lambda values, state: (jnp.zeros_like(values), state))
 
 
 def leave_one_out() -> Baseline:
     """The mean of the *other* samples' values: b_i = (Σ_j f_j - f_i) / (N - 1).
 
-    Unbiased because b_i is independent of x_i; needs at least 2 samples.
+    Unbiased because b_i is independent of x_i; needs at least 2 samples. See
+    :func:`leave_one_out_mean`.
 
     References:
       Kool, van Hoof and Welling, "Buy 4 REINFORCE Samples, Get a Baseline for
       Free!", 2019.
     """
-
-    def apply(values, state):
-        n = values.shape[0]
-        return (jnp.sum(values) - values) / (n - 1), state
-
-    return Baseline(init=lambda: (), apply=apply, min_samples=2)
+    return Baseline(init=_stateless, apply=lambda values, state: (leave_one_out_mean(values), state), min_samples=2)
 
 
 class MovingAverageState(NamedTuple):
@@ -89,7 +110,8 @@ def moving_average(decay: float) -> Baseline:
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"moving_average: `decay` must be in [0, 1), got {decay}")
 
-    def init():
+    def init(params):
+        del params
         return MovingAverageState(average=jnp.zeros(()), count=jnp.zeros((), jnp.int32))
 
     def apply(values, state):
@@ -101,87 +123,21 @@ def moving_average(decay: float) -> Baseline:
     return Baseline(init=init, apply=apply)
 
 
-class OptimalState(NamedTuple):
-    """State of :func:`optimal`: decayed sums of f s² and s² over previous calls, pytrees like params."""
-
-    numerator: Any
-    denominator: Any
-
-
-def optimal(decay: float = 0.0) -> Baseline:
-    """The variance-minimising baseline per parameter coordinate, from other samples.
-
-    For coordinate j of θ the variance of (f - c_j) s_j, s = grad_θ log p(x|θ),
-    is least at c_j = E[f s_j²] / E[s_j²]. Sample i gets the estimate
-
-        c_ij = (A_j + Σ_{k≠i} f_k s_kj²) / (B_j + Σ_{k≠i} s_kj²),
-
-    with A, B the sums of f s² and s² over previous calls weighted by
-    decay^(calls since; 0: this batch only), and the leave-one-out mean of f where the
-    denominator vanishes. c_ij does not depend on x_i, so the estimator stays
-    unbiased. From one batch the ratio is noisy where s⁴ is heavy-tailed
-    (Gaussian scales), and at N = 2 it *is* leave-one-out; a decay near 1 pools
-    previous batches. Measured (``tests/test_baselines.py``, a Gaussian with f
-    even about its mean, N = 16): variance 0.51-0.61 of leave-one-out's with
-    decay 0.9 after 20 calls, 0.85-0.98 with decay 0 (0.65-0.81 at N = 64).
-
-    Cost: the baseline is made of per-sample squared scores, so
-    :func:`logtrick.score_function` computes them (``vmap`` of ``grad`` of
-    log p: memory N × number of params) besides its one reverse pass; use it
-    for distribution parameters (logits, locations), not network weights. It
-    does not combine with ``chunk_size`` or ``antithetic``. The control-variate
-    part of the surrogate is linear in θ, so ``jax.hessian`` of the surrogate is
-    the no-baseline DiCE Hessian (unbiased, not variance-reduced).
-
-    Args:
-      decay: in [0, 1); weight of the previous calls' sums.
-
-    Example::
-
-        est = lt.score_function(f, lt.families.bernoulli(), num_samples=8,
-                                baseline=lt.baselines.optimal(decay=0.9))
-
-    References:
-      Weaver and Tao, "The Optimal Reward Baseline for Gradient-Based
-      Reinforcement Learning", 2001. Greensmith, Bartlett and Baxter,
-      "Variance Reduction Techniques for Gradient Estimates in Reinforcement
-      Learning", 2004. Mohamed et al., "Monte Carlo Gradient Estimation in
-      Machine Learning", 2020 (§7.4).
-    """
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"optimal: `decay` must be in [0, 1), got {decay}")
-
-    def init(params):
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        return OptimalState(numerator=zeros, denominator=zeros)
-
-    def apply(values, state, squared_scores):
-        mean_of_others = (jnp.sum(values) - values) / (values.shape[0] - 1)
-
-        def per_leaf(s2, numerator, denominator):
-            f = values.reshape((-1,) + (1,) * (s2.ndim - 1)).astype(s2.dtype)
-            num = numerator + jnp.sum(f * s2, axis=0) - f * s2
-            den = denominator + jnp.sum(s2, axis=0) - s2
-            ok = den > 1e-12 * jnp.max(jnp.abs(s2), axis=0, initial=1.0)
-            c = jnp.where(ok, num / jnp.where(ok, den, 1.0), mean_of_others.reshape(f.shape).astype(s2.dtype))
-            return c, decay * (numerator + jnp.sum(f * s2, axis=0)), decay * (denominator + jnp.sum(s2, axis=0))
-
-        out = jax.tree_util.tree_map(per_leaf, squared_scores, state.numerator, state.denominator)
-        treedef = jax.tree_util.tree_structure(squared_scores)
-        c, numerator, denominator = (treedef.unflatten(leaves) for leaves in
-                                     zip(*treedef.flatten_up_to(out)))
-        return c, OptimalState(numerator, denominator)
-
-    return Baseline(init=init, apply=apply, min_samples=2, per_coordinate=True)
-
-
-def _normalise_group(values: jax.Array, eps: float) -> jax.Array:
-    """(v - mean v) / (std v + eps) along axis 0 (population std).
+def normalise_group(values: ArrayLike, eps: float = 1e-6) -> jax.Array:
+    """(v - mean v) / (std v + eps) along axis 0 (population std): GRPO's advantage.
 
     Shift-invariant: v is shifted by its first entry first, without which
     float rounding turns a group of equal values (std ≈ 1e-8) into results of
     order 0.1 instead of 0.
+
+    Args:
+      values: shape (G, ...), G ≥ 2.
+      eps: added to the standard deviation.
+
+    Returns:
+      The normalised values, the shape of ``values``.
     """
+    values = jnp.asarray(values)
     values = values - values[:1]
     return (values - jnp.mean(values, axis=0)) / (jnp.std(values, axis=0) + eps)
 
@@ -193,10 +149,8 @@ def group_normalised(eps: float = 1e-6) -> Baseline:
     and the standard deviation), and dividing by the group's std rescales the
     gradient by a sample-dependent factor, so E[estimate] is neither grad E[f]
     nor parallel to it. Provided because it is widely used (GRPO); its bias is
-    measured in ``tests/test_baselines.py`` against the exact gradient: on 5
-    independent Bernoulli variables with f(b) = (Σ_j w_j b_j - 1)² and N = 4,
-    the mean estimate is 0.61 times as long as grad E[f], at 5° from it; the
-    z-test rejects it at max |z| = 49 with 3000 estimates.
+    measured against the exact gradient in ``tests/test_baselines.py`` and
+    reported in the README.
 
     Args:
       eps: added to the standard deviation (a group of equal f gives 0).
@@ -210,6 +164,6 @@ def group_normalised(eps: float = 1e-6) -> Baseline:
         raise ValueError(f"group_normalised: `eps` must be >= 0, got {eps}")
 
     def apply(values, state):
-        return values - _normalise_group(values, eps), state
+        return values - normalise_group(values, eps), state
 
-    return Baseline(init=lambda: (), apply=apply, min_samples=2)
+    return Baseline(init=_stateless, apply=apply, min_samples=2)

@@ -1,19 +1,18 @@
-"""Gradient estimators for grad_θ E_{x~p(x|θ)}[f(x)], all behind one contract.
+"""Estimators that work with any :class:`logtrick.Family`: score function, pathwise, optimal control variate, VIMCO.
 
-An :class:`Estimator` is three pure functions::
+Each is an :class:`logtrick.Estimator` (see :mod:`logtrick.base`)::
 
     state = est.init(params)
-    grads, state, aux = est.estimate(params, state, key)   # grads: pytree like params
-    value = est.surrogate(params, state, key)              # scalar; grad(surrogate) == grads
+    value, (state, aux) = est.loss(params, state, key, *args)
+    grads, state, aux = est.estimate(params, state, key, *args)
 
-``estimate`` is ``jax.value_and_grad`` of ``surrogate``: one reverse pass, never
-per-sample gradients. Per-sample terms, for variance diagnostics, come from
-:func:`score_function_jacobians` on explicit request.
-
-Non-finite f values: if any f value of a batch is NaN or infinite, every leaf of
-``grads`` is NaN and the returned state equals the input state, so the failure is
-loud and a stateful baseline is not poisoned. Pair with
-``optax.apply_if_finite`` to skip such steps in training.
+with ``f(x, *args) -> scalar`` for one sample x. The samples are under
+``stop_gradient``; f is not: its derivatives in ``args`` and in whatever it
+closes over are the pathwise part, from the same samples. The mean gradient
+costs one reverse pass over ``loss``; per-sample terms come from
+:func:`scores` and :func:`score_function_jacobians` on explicit request.
+Estimators specific to one distribution live in :mod:`logtrick.gaussian`,
+:mod:`logtrick.categorical` and :mod:`logtrick.discrete` (Bernoulli).
 """
 
 from __future__ import annotations
@@ -25,119 +24,57 @@ import jax.numpy as jnp
 
 from logtrick import _checks
 from logtrick import baselines as baselines_lib
+from logtrick import layout as layout_lib
+from logtrick.base import Estimator, Params, from_loss
 from logtrick.dice import magic_box
 from logtrick.families import Family
 
-Params = Any
-State = Any
-Aux = dict[str, jax.Array]
+sg = jax.lax.stop_gradient
 
 
-class Estimator(NamedTuple):
-    """A gradient estimator as pure functions.
+def dice_sum(values: jax.Array, log_probs: jax.Array, b: jax.Array) -> jax.Array:
+    """Σ_i (f_i - sg(b_i)) ⊡(log p_i) + sg(b_i), ⊡ = :func:`logtrick.magic_box`.
 
-    Attributes:
-      init: ``init(params) -> state``.
-      estimate: ``estimate(params, state, key) -> (grads, new_state, aux)``;
-        ``grads`` has the structure of ``params``; ``aux["f"]`` holds the
-        f-values, shape ``(num_samples,)``.
-      surrogate: ``surrogate(params, state, key) -> scalar`` whose gradient is
-        ``grads`` and whose value estimates E[f] (the sample mean of f for
-        :func:`score_function`; control-variate estimators add their correction).
+    Its value is Σ_i f_i and, for b_i independent of x_i, its derivatives of
+    every order in θ (through log p) and in f's own parameters (through f),
+    mixed ones included, are unbiased for those of N E[f] (DiCE, Loaded DiCE).
+
+    Args:
+      values: f(x_i), shape (N,), differentiable in f's parameters.
+      log_probs: log p(x_i|θ), shape (N,).
+      b: the baselines, shape (N,).
+    """
+    b = sg(b)
+    return jnp.sum((values - b) * magic_box(log_probs) + b)
+
+
+def _sampler(family: Family, antithetic: bool, caller: str):
+    if not antithetic:
+        return family.sample, "family.sample"
+    if family.antithetic_sample is None:
+        raise ValueError(f"{caller}: antithetic=True needs a family with `antithetic_sample` "
+                         "(e.g. lt.families.normal(), lt.families.bernoulli())")
+    return family.antithetic_sample, "family.antithetic_sample"
+
+
+def _paired(baseline: baselines_lib.Baseline, layout: layout_lib.SampleLayout) -> baselines_lib.Baseline:
+    """The baseline of the N/2 antithetic pair means, given to both members of each pair.
+
+    A chunk of c samples holds c/2 draws followed by their reflections, so a
+    baseline built from the other pairs excludes a sample's partner.
     """
 
-    init: Callable[[Params], State]
-    estimate: Callable[[Params, State, jax.Array], tuple[Params, State, Aux]]
-    surrogate: Callable[[Params, State, jax.Array], jax.Array]
+    def apply(values, state):
+        halves = values.reshape(layout.num_chunks, 2, layout.chunk // 2)
+        b, state = baseline.apply(jnp.mean(halves, axis=1).reshape(-1), state)
+        b = jnp.broadcast_to(b.reshape(layout.num_chunks, 1, layout.chunk // 2), halves.shape)
+        return b.reshape(-1), state
 
-
-def _guard_nonfinite(values: jax.Array, grads: Params, state: State, new_state: State):
-    """NaN grads and the unchanged state when any f value is non-finite."""
-    finite = jnp.all(jnp.isfinite(values))
-    grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, jnp.nan), grads)
-    new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
-    return grads, new_state
-
-
-def _from_surrogate(init, surrogate_with_aux, *, guarded: tuple[str, ...] = ("f",)) -> Estimator:
-    """Builds an Estimator from ``surrogate_with_aux -> (scalar, (new_state, aux))``.
-
-    The f values in ``aux[k]`` for k in ``guarded`` are checked to be finite.
-    """
-
-    def estimate(params, state, key):
-        grad_fn = jax.grad(surrogate_with_aux, has_aux=True)
-        grads, (new_state, aux) = grad_fn(params, state, key)
-        values = jnp.concatenate([jnp.ravel(aux[k]) for k in guarded])
-        grads, new_state = _guard_nonfinite(values, grads, state, new_state)
-        return grads, new_state, aux
-
-    def surrogate(params, state, key):
-        return surrogate_with_aux(params, state, key)[0]
-
-    return Estimator(init=init, estimate=estimate, surrogate=surrogate)
-
-
-class _Sampling(NamedTuple):
-    """How the N samples are laid out: in chunks of ``chunk`` and/or sharded."""
-
-    num_samples: int
-    chunk: int
-    sharding: jax.sharding.Sharding | None
-
-    @property
-    def num_chunks(self) -> int:
-        return self.num_samples // self.chunk
-
-    def constrain(self, tree: Any) -> Any:
-        """Places the leading (sample) axis of every leaf on ``sharding``."""
-        if self.sharding is None:
-            return tree
-        return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, self.sharding), tree)
-
-
-def _auto_axes(sharding: jax.sharding.Sharding) -> jax.sharding.Sharding:
-    """The same layout on a mesh whose axes are all Auto.
-
-    ``jax.make_mesh`` gives Explicit axes by default, whose sharding-in-types
-    rules would require every user of the estimator to enter the mesh with
-    ``jax.set_mesh``; a sharding constraint on Auto axes lays out the samples
-    identically without that.
-    """
-    mesh = getattr(sharding, "mesh", None)
-    if not isinstance(mesh, jax.sharding.Mesh) or all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types):
-        return sharding
-    auto = jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=(jax.sharding.AxisType.Auto,) * mesh.devices.ndim)
-    return jax.sharding.NamedSharding(auto, sharding.spec)
-
-
-def _sampling(num_samples, chunk_size, sample_sharding, *, minimum, caller) -> _Sampling:
-    n = _checks.num_samples(num_samples, minimum=minimum, caller=caller)
-    if chunk_size is None:
-        chunk_size = n
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1 or n % chunk_size:
-        raise ValueError(f"{caller}: `chunk_size` must be a positive int dividing num_samples={n}, got {chunk_size!r}")
-    if sample_sharding is not None and not isinstance(sample_sharding, jax.sharding.Sharding):
-        raise TypeError(f"{caller}: `sample_sharding` must be a jax.sharding.Sharding, got {type(sample_sharding).__name__}")
-    return _Sampling(n, chunk_size, None if sample_sharding is None else _auto_axes(sample_sharding))
-
-
-def _chunk_sum(term: Callable[[Any], tuple[jax.Array, Any]], chunks: Any) -> tuple[jax.Array, Any]:
-    """Σ_c term(chunk_c)[0] over the leading axis of ``chunks``, and the stacked term(chunk_c)[1].
-
-    ``jax.checkpoint`` makes the reverse pass recompute each chunk's forward
-    instead of storing it, so derivatives of any order need memory for one chunk.
-    """
-
-    def body(total, chunk):
-        value, out = term(chunk)
-        return total + value, out
-
-    return jax.lax.scan(jax.checkpoint(body), jnp.zeros(()), chunks)
+    return baseline._replace(apply=apply)
 
 
 def score_function(
-    f: Callable[[Any], jax.Array],
+    f: Callable[..., jax.Array],
     family: Family,
     *,
     num_samples: int,
@@ -148,52 +85,48 @@ def score_function(
 ) -> Estimator:
     """The score-function (REINFORCE, log-derivative) estimator.
 
-    grad_θ E[f(x)] ≈ (1/N) Σ_i (f(x_i) - b_i) grad_θ log p(x_i|θ),  x_i ~ p(·|θ).
+    ∇_θ E[f(x)] ≈ (1/N) Σ_i (f(x_i) - b_i) ∇_θ log p(x_i|θ),  x_i ~ p(·|θ),
 
-    Computed as the gradient of the DiCE surrogate
-    (1/N) Σ_i [(f_i - b_i) magic_box(log p(x_i|θ)) + b_i], with samples, f and
-    baseline under ``stop_gradient``; its higher derivatives are unbiased too
-    (for a baseline b_i independent of x_i: Loaded DiCE).
+    as the loss (1/N) :func:`dice_sum`, whose derivatives of every order, in θ
+    and in f's own parameters, mixed ones included, are unbiased (DiCE; Loaded
+    DiCE with a baseline b_i independent of x_i). f may depend on θ itself
+    (the ELBO's -log q_θ(x), a KL penalty) by taking it as an argument or
+    closing over it: the total derivative is right.
 
     Args:
-      f: ``f(x) -> scalar`` for one sample; a black box, never differentiated.
+      f: ``f(x, *args) -> scalar`` for one sample x; ``args`` are the extra
+        arguments of ``loss``, differentiated pathwise.
       family: the distribution p(x|θ).
       num_samples: N, samples per estimate.
       baseline: a :class:`logtrick.baselines.Baseline`; default none.
       antithetic: draw N/2 antithetic pairs with ``family.antithetic_sample``
         (ε and -ε for the Gaussian, u and 1 - u for the Bernoulli); N (and
-        ``chunk_size``) even. The baseline then sees the N/2 pair means and
-        pairs up with both members of a pair, so a baseline built from other
-        samples (leave-one-out) excludes the partner and stays unbiased. A pair
-        keeps the part of f·s that is even in the noise: for a Gaussian, the
-        odd part of f about loc for the loc gradient and the even part for the
-        scale gradient, so it pays where f is nearly symmetric about loc (zero
-        loc variance on a centred quadratic, 1.9x the log-scale variance
-        there); for Bernoulli pairs 0.56x the variance without a baseline,
-        0.90x with leave-one-out (N = 4, tests/test_estimators.py).
+        ``chunk_size``) even. The baseline sees the N/2 pair means and pairs
+        up with both members of a pair, so a baseline built from other samples
+        (leave-one-out) excludes the partner and stays unbiased.
       chunk_size: if set (dividing N), samples are drawn and differentiated
-        ``chunk_size`` at a time in a ``lax.scan``: memory is flat in N (but for
-        the N f-values), time linear. Each chunk draws from its own key
-        (``jax.random.split(key, N // chunk_size)``) and is drawn twice, once for
-        f and once for log p, so the estimate differs from the unchunked one for
-        the same key, with the same distribution.
+        ``chunk_size`` at a time in a ``lax.scan``: memory is flat in N (but
+        for the N f-values), time linear. Each chunk draws from its own key
+        (``jax.random.split(key, N // chunk_size)``), and is drawn and
+        evaluated twice (f's values for the baseline, then the loss), so the
+        estimate differs from the unchunked one for the same key, with the
+        same distribution.
       sample_sharding: a sharding for the sample axis, e.g.
         ``NamedSharding(mesh, PartitionSpec("samples"))``: samples, f-values and
         log-probabilities are laid out along it, so per-sample work runs on
-        every device and the reductions (mean, baseline sums) are all-reduced.
-        Same key, same result as on one device, up to float reassociation.
+        every device and the reductions are all-reduced. Same key, same result
+        as on one device, up to float reassociation.
 
     Returns:
-      An :class:`Estimator`; ``aux`` has ``"f"`` and ``"baseline"``, shape (N,)
-      (for a per-coordinate baseline, ``"baseline"`` is a pytree like params
-      with leading axis N).
+      An :class:`logtrick.Estimator`; the state is the baseline's. ``aux``:
+      ``"f"`` and ``"baseline"``, shape (N,); ``"samples"`` (unchunked only).
 
     Example::
 
         est = lt.score_function(lambda x: jnp.sum(x**2), lt.families.normal(),
                                 num_samples=100, baseline=lt.baselines.leave_one_out())
-        state = est.init(params)
-        grads, state, aux = jax.jit(est.estimate)(params, state, key)
+        params = {"loc": jnp.zeros(3), "log_scale": jnp.zeros(3)}
+        grads, state, aux = jax.jit(est.estimate)(params, est.init(params), jax.random.key(0))
 
     References:
       Williams, "Simple statistical gradient-following algorithms for
@@ -203,122 +136,118 @@ def score_function(
       Hammersley and Morton, "A new Monte Carlo technique: antithetic
       variates", 1956.
     """
+    caller = "score_function"
     baseline = baselines_lib.none() if baseline is None else baseline
     group = 2 if antithetic else 1
-    layout = _sampling(num_samples, chunk_size, sample_sharding, minimum=group * baseline.min_samples,
-                       caller="score_function")
+    layout = layout_lib.sample_layout(num_samples, chunk_size, sample_sharding, minimum=group * baseline.min_samples,
+                                      multiple=group, caller=caller)
+    sampler, source = _sampler(family, antithetic, caller)
+    pairing = _paired(baseline, layout) if antithetic else baseline
     n, c = layout.num_samples, layout.chunk
-    if antithetic and family.antithetic_sample is None:
-        raise ValueError("score_function: antithetic=True needs a family with `antithetic_sample` "
-                         "(e.g. lt.families.normal(), lt.families.bernoulli())")
-    if antithetic and c % 2:
-        raise ValueError(f"score_function: antithetic=True needs an even num_samples and chunk_size, got {n} and {c}")
-    if baseline.per_coordinate and (antithetic or layout.num_chunks > 1):
-        raise ValueError("score_function: a per-coordinate baseline (lt.baselines.optimal) does not combine "
-                         "with `antithetic` or `chunk_size`")
-    sampler = family.antithetic_sample if antithetic else family.sample
-    source = "family.antithetic_sample" if antithetic else "family.sample"
 
-    def init(params):
-        return baseline.init(params) if baseline.per_coordinate else baseline.init()
+    def draw(params, key):
+        xs = sg(sampler(params, key, c))
+        return layout.constrain(_checks.samples(xs, c, caller=caller, source=source))
 
-    def draw(params, key, size):
-        xs = jax.lax.stop_gradient(sampler(params, key, size))
-        return layout.constrain(_checks.samples(xs, size, caller="score_function", source=source))
+    def chunk_terms(params, key, args):
+        """One chunk: its samples, f values (differentiable) and log-probabilities."""
+        xs = draw(params, key)
+        values = _checks.per_sample(lambda x: f(x, *args), xs, c, caller=caller, name="f")
+        log_probs = _checks.per_sample(lambda x: family.log_prob(params, x), xs, c, caller=caller,
+                                       name="family.log_prob")
+        return xs, layout.constrain(values), layout.constrain(log_probs)
 
-    def paired_baseline(values, state):
-        """The baseline of the N/2 pair means, given to both members of each pair."""
-        halves = values.reshape(layout.num_chunks, 2, c // 2)
-        b, state = baseline.apply(jnp.mean(halves, axis=1).reshape(n // 2), state)
-        b = jnp.broadcast_to(b.reshape(layout.num_chunks, 1, c // 2), halves.shape)
-        return b.reshape(n), state
-
-    def per_coordinate(params, xs, values, state):
-        """Surrogate with the per-coordinate baseline c: grad = mean_i (f_i - c_i) ⊙ s_i."""
-        scores = jax.vmap(jax.grad(family.log_prob), in_axes=(None, 0))(jax.lax.stop_gradient(params), xs)
-        b, state = baseline.apply(values, state, jax.tree_util.tree_map(jnp.square, scores))
-        b = jax.lax.stop_gradient(b)
-        correction = jax.tree_util.tree_map(lambda bl, sl: jnp.mean(bl * sl, axis=0), b, scores)
-        linear = sum(jnp.vdot(cl, pl - jax.lax.stop_gradient(pl)) for cl, pl in
-                     zip(jax.tree_util.tree_leaves(correction), jax.tree_util.tree_leaves(params)))
-        total = dice_sum(params, xs, values, jnp.zeros_like(values), n) - n * linear
-        return total, b, state
-
-    def evaluate(xs, size):
-        values = _checks.per_sample(f, xs, size, caller="score_function", name="f")
-        return layout.constrain(jax.lax.stop_gradient(values))
-
-    def dice_sum(params, xs, values, b, size):
-        log_probs = _checks.per_sample(
-            lambda x: family.log_prob(params, x), xs, size, caller="score_function", name="family.log_prob")
-        return jnp.sum((values - b) * magic_box(layout.constrain(log_probs)) + b)
-
-    def surrogate_with_aux(params, state, key):
+    def loss(params, state, key, *args):
         if layout.num_chunks == 1:
-            xs = draw(params, key, n)
-            values = evaluate(xs, n)
-        else:
-            keys = jax.random.split(key, layout.num_chunks)
-            values = jax.lax.map(lambda k: evaluate(draw(params, k, c), c), keys).reshape(n)
-        if baseline.per_coordinate:
-            total, b, new_state = per_coordinate(params, xs, values, state)
-            return total / n, (new_state, {"f": values, "baseline": b})
-        b, new_state = paired_baseline(values, state) if antithetic else baseline.apply(values, state)
-        b = jax.lax.stop_gradient(b)
-        if layout.num_chunks == 1:
-            total = dice_sum(params, xs, values, b, n)
-        else:
-            chunks = (keys, values.reshape(-1, c), b.reshape(-1, c))
-            total, _ = _chunk_sum(lambda ch: (dice_sum(params, draw(params, ch[0], c), ch[1], ch[2], c), None), chunks)
-        return total / n, (new_state, {"f": values, "baseline": b})
+            xs, values, log_probs = chunk_terms(params, key, args)
+            b, new_state = pairing.apply(sg(values), state)
+            return dice_sum(values, log_probs, b) / n, (new_state, {"f": sg(values), "baseline": sg(b), "samples": xs})
+        keys = jax.random.split(key, layout.num_chunks)
+        values = sg(jax.lax.map(lambda k: chunk_terms(params, k, args)[1], keys)).reshape(n)
+        b, new_state = pairing.apply(values, state)
+        total, _ = layout_lib.chunk_sum(
+            lambda kb: (dice_sum(*chunk_terms(params, kb[0], args)[1:], kb[1]), None), (keys, b.reshape(-1, c)))
+        return total / n, (new_state, {"f": values, "baseline": sg(b)})
 
-    return _from_surrogate(init, surrogate_with_aux)
+    return from_loss(baseline.init, loss, caller=caller)
 
 
 def pathwise(
-    f: Callable[[Any], jax.Array],
+    f: Callable[..., jax.Array],
     rsample: Callable[[Params, jax.Array, int], Any],
     *,
     num_samples: int,
     chunk_size: int | None = None,
     sample_sharding: jax.sharding.Sharding | None = None,
 ) -> Estimator:
-    """The pathwise (reparameterisation) estimator, for comparison.
+    """The pathwise (reparameterisation) estimator.
 
-    grad_θ E[f(x)] ≈ (1/N) Σ_i grad_θ f(g(ε_i, θ)),  x = g(ε, θ) = rsample.
+    ∇_θ E[f(x)] ≈ (1/N) Σ_i ∇_θ f(g(ε_i, θ)),  x = g(ε, θ) = rsample,
 
-    Needs f differentiable and a differentiable sampler, e.g. the ``sample`` of
-    :func:`logtrick.families.normal`. State is ``()``.
+    as the loss (1/N) Σ_i f(g(ε_i, θ), *args). Needs f differentiable and a
+    differentiable sampler, e.g. the ``sample`` of
+    :func:`logtrick.families.normal`. State ``()``.
 
     Args:
-      f: ``f(x) -> scalar`` for one sample; differentiated.
+      f: ``f(x, *args) -> scalar`` for one sample; differentiated.
       rsample: ``rsample(params, key, n) -> xs``, differentiable in params.
       num_samples: N.
       chunk_size: as in :func:`score_function` (each chunk drawn once).
       sample_sharding: as in :func:`score_function`.
 
+    Returns:
+      An :class:`logtrick.Estimator`; ``aux["f"]``, shape (N,).
+
+    Example::
+
+        est = lt.pathwise(lambda x: jnp.sum(jnp.cos(x)), lt.families.normal().sample, num_samples=16)
+        params = {"loc": jnp.zeros(3), "log_scale": jnp.zeros(3)}
+        grads, _, _ = est.estimate(params, est.init(params), jax.random.key(0))
+
     References:
       Kingma and Welling, "Auto-Encoding Variational Bayes", 2014.
       Mohamed et al., "Monte Carlo Gradient Estimation in Machine Learning", 2020.
     """
-    layout = _sampling(num_samples, chunk_size, sample_sharding, minimum=1, caller="pathwise")
+    caller = "pathwise"
+    layout = layout_lib.sample_layout(num_samples, chunk_size, sample_sharding, minimum=1, caller=caller)
     n, c = layout.num_samples, layout.chunk
 
-    def values_of(params, key, size):
-        xs = layout.constrain(_checks.samples(rsample(params, key, size), size, caller="pathwise", source="rsample"))
-        return layout.constrain(_checks.per_sample(f, xs, size, caller="pathwise", name="f"))
+    def values_of(params, key, args):
+        xs = layout.constrain(_checks.samples(rsample(params, key, c), c, caller=caller, source="rsample"))
+        values = layout.constrain(_checks.per_sample(lambda x: f(x, *args), xs, c, caller=caller, name="f"))
+        return jnp.sum(values), values
 
-    def surrogate_with_aux(params, state, key):
+    def loss(params, state, key, *args):
         if layout.num_chunks == 1:
-            values = values_of(params, key, n)
-            total = jnp.sum(values)
+            total, values = values_of(params, key, args)
         else:
             keys = jax.random.split(key, layout.num_chunks)
-            total, values = _chunk_sum(lambda k: (jnp.sum(v := values_of(params, k, c)), v), keys)
-            values = values.reshape(n)
-        return total / n, (state, {"f": jax.lax.stop_gradient(values)})
+            total, values = layout_lib.chunk_sum(lambda k: values_of(params, k, args), keys)
+        return total / n, (state, {"f": sg(values).reshape(n)})
 
-    return _from_surrogate(lambda params: (), surrogate_with_aux)
+    return from_loss(lambda params: (), loss, caller=caller)
+
+
+def scores(family: Family, params: Params, xs: Any) -> Params:
+    """Per-sample scores ∇_θ log p(x_i|θ), for diagnostics and per-coordinate control variates.
+
+    Materialises one gradient per sample (``vmap`` of ``grad``): memory N ×
+    the number of params. The mean gradient of an estimator never needs it.
+
+    Args:
+      family: the distribution.
+      params: θ.
+      xs: samples, every leaf with leading axis N.
+
+    Returns:
+      A pytree like ``params``, each leaf with leading axis N.
+
+    Example::
+
+        family = lt.families.bernoulli()
+        s = lt.scores(family, logits, family.sample(logits, key, 8))   # shape (8,) + logits.shape
+    """
+    return jax.vmap(jax.grad(family.log_prob), in_axes=(None, 0))(params, xs)
 
 
 def score_function_jacobians(
@@ -329,19 +258,201 @@ def score_function_jacobians(
     *,
     num_samples: int,
 ) -> Params:
-    """Per-sample score-function terms f(x_i) grad_θ log p(x_i|θ).
+    """Per-sample score-function terms f(x_i) ∇_θ log p(x_i|θ).
 
-    For variance diagnostics only: this materialises num_samples gradients. The
-    mean over the leading axis equals ``score_function(...).estimate`` with the
-    same key and no baseline.
+    For variance diagnostics only: this materialises num_samples gradients.
+    The mean over the leading axis equals ``score_function(...).estimate``
+    with the same key and no baseline.
 
     Returns:
       A pytree like ``params``, each leaf with a leading axis of num_samples.
     """
-    n = _checks.num_samples(num_samples, minimum=1, caller="score_function_jacobians")
-    xs = jax.lax.stop_gradient(family.sample(params, key, n))
-    _checks.samples(xs, n, caller="score_function_jacobians", source="family.sample")
-    values = _checks.per_sample(f, xs, n, caller="score_function_jacobians", name="f")
-    scores = jax.vmap(jax.grad(family.log_prob), in_axes=(None, 0))(params, xs)
+    caller = "score_function_jacobians"
+    n = _checks.num_samples(num_samples, minimum=1, caller=caller)
+    xs = _checks.samples(sg(family.sample(params, key, n)), n, caller=caller, source="family.sample")
+    values = _checks.per_sample(f, xs, n, caller=caller, name="f")
     return jax.tree_util.tree_map(
-        lambda s: values.reshape((n,) + (1,) * (s.ndim - 1)).astype(s.dtype) * s, scores)
+        lambda s: values.reshape((n,) + (1,) * (s.ndim - 1)).astype(s.dtype) * s, scores(family, params, xs))
+
+
+class OptimalState(NamedTuple):
+    """State of :func:`optimal_control_variate`: decayed sums of f s² and s² over previous calls, like params."""
+
+    numerator: Any
+    denominator: Any
+
+
+def _optimal_coefficients(values: jax.Array, squared_scores: Any, state: OptimalState, decay: float):
+    """c_ij = (A_j + Σ_{k≠i} f_k s_kj²) / (B_j + Σ_{k≠i} s_kj²), and the decayed sums A, B."""
+    loo = baselines_lib.leave_one_out_mean(values)
+
+    def per_leaf(s2, numerator, denominator):
+        f = values.reshape((-1,) + (1,) * (s2.ndim - 1)).astype(s2.dtype)
+        num = numerator + jnp.sum(f * s2, axis=0) - f * s2
+        den = denominator + jnp.sum(s2, axis=0) - s2
+        ok = den > 1e-12 * jnp.max(jnp.abs(s2), axis=0, initial=1.0)
+        c = jnp.where(ok, num / jnp.where(ok, den, 1.0), loo.reshape(f.shape).astype(s2.dtype))
+        return c, decay * (numerator + jnp.sum(f * s2, axis=0)), decay * (denominator + jnp.sum(s2, axis=0))
+
+    treedef = jax.tree_util.tree_structure(squared_scores)
+    out = treedef.flatten_up_to(jax.tree_util.tree_map(per_leaf, squared_scores, state.numerator, state.denominator))
+    c, numerator, denominator = (treedef.unflatten(leaves) for leaves in zip(*out))
+    return c, OptimalState(numerator, denominator)
+
+
+def optimal_control_variate(
+    f: Callable[..., jax.Array],
+    family: Family,
+    *,
+    num_samples: int,
+    decay: float = 0.0,
+) -> Estimator:
+    """Score function with the variance-minimising control variate per parameter coordinate.
+
+    For coordinate j of θ the variance of (f - c_j) s_j, s = ∇_θ log p(x|θ),
+    is least at c_j = E[f s_j²] / E[s_j²]. Sample i gets the estimate
+
+        c_ij = (A_j + Σ_{k≠i} f_k s_kj²) / (B_j + Σ_{k≠i} s_kj²),
+
+    with A, B the sums of f s² and s² over previous calls weighted by
+    decay^(calls since), and the leave-one-out mean of f where the denominator
+    vanishes. c_ij does not depend on x_i, so E[c_i ⊙ s_i] = 0 and the
+    estimate (1/N) Σ_i (f_i - c_i) ⊙ s_i is unbiased. One c per coordinate is
+    not a baseline (one number per sample): the correction enters the loss as
+    the linear term -⟨(1/N) Σ_i c_i ⊙ s_i, θ - sg(θ)⟩, so ``jax.hessian`` of
+    the loss is the no-baseline DiCE Hessian (unbiased, not variance-reduced).
+    From one batch the ratio is noisy where s⁴ is heavy-tailed (Gaussian
+    scales), and at N = 2 it *is* leave-one-out; a decay near 1 pools calls.
+
+    Cost: the per-sample scores (:func:`scores`, memory N × number of params)
+    besides the one reverse pass; use it for distribution parameters (logits,
+    locations), not network weights.
+
+    Args:
+      f: ``f(x, *args) -> scalar`` for one sample; ``args`` differentiated pathwise.
+      family: the distribution.
+      num_samples: N ≥ 2.
+      decay: in [0, 1); weight of the previous calls' sums.
+
+    Returns:
+      An :class:`logtrick.Estimator`; state :class:`OptimalState`; ``aux``:
+      ``"f"``, shape (N,), and ``"control_variate"``, c, a pytree like params
+      with leading axis N.
+
+    Example::
+
+        est = lt.optimal_control_variate(lambda b: jnp.sum(b), lt.families.bernoulli(),
+                                         num_samples=8, decay=0.9)
+        logits = jnp.zeros(4)
+        grads, state, aux = est.estimate(logits, est.init(logits), jax.random.key(0))
+
+    References:
+      Weaver and Tao, "The Optimal Reward Baseline for Gradient-Based
+      Reinforcement Learning", 2001. Greensmith, Bartlett and Baxter,
+      "Variance Reduction Techniques for Gradient Estimates in Reinforcement
+      Learning", 2004. Mohamed et al., "Monte Carlo Gradient Estimation in
+      Machine Learning", 2020 (§7.4).
+    """
+    caller = "optimal_control_variate"
+    n = _checks.num_samples(num_samples, minimum=2, caller=caller)
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"{caller}: `decay` must be in [0, 1), got {decay}")
+
+    def init(params):
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        return OptimalState(numerator=zeros, denominator=zeros)
+
+    def loss(params, state, key, *args):
+        xs = _checks.samples(sg(family.sample(params, key, n)), n, caller=caller, source="family.sample")
+        values = _checks.per_sample(lambda x: f(x, *args), xs, n, caller=caller, name="f")
+        log_probs = _checks.per_sample(lambda x: family.log_prob(params, x), xs, n, caller=caller,
+                                       name="family.log_prob")
+        s = scores(family, sg(params), xs)
+        c, new_state = _optimal_coefficients(sg(values), jax.tree_util.tree_map(jnp.square, s), state, decay)
+        correction = jax.tree_util.tree_map(lambda cl, sl: jnp.mean(cl * sl, axis=0), c, s)
+        linear = sum(jnp.vdot(cl, pl - sg(pl)) for cl, pl in
+                     zip(jax.tree_util.tree_leaves(correction), jax.tree_util.tree_leaves(params)))
+        value = dice_sum(values, log_probs, jnp.zeros_like(values)) / n - linear
+        return value, (new_state, {"f": sg(values), "control_variate": sg(c)})
+
+    return from_loss(init, loss, caller=caller)
+
+
+def _learning_signals(log_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The bound L = log (1/K) Σ_j e^{l_j} and the signals L - L_{-k}, shape (K,).
+
+    L_{-k} is the bound with l_k replaced by the mean of the others, so it does
+    not depend on x_k.
+    """
+    k = log_weights.shape[0]
+    log_k = jnp.log(jnp.asarray(k, log_weights.dtype))
+    bound = jax.nn.logsumexp(log_weights) - log_k
+    others_mean = baselines_lib.leave_one_out_mean(log_weights)
+    replaced = jnp.where(jnp.eye(k, dtype=bool), others_mean[:, None], log_weights[None, :])
+    return bound, bound - (jax.nn.logsumexp(replaced, axis=1) - log_k)
+
+
+def vimco(
+    log_weight: Callable[..., jax.Array],
+    family: Family,
+    *,
+    num_samples: int,
+) -> Estimator:
+    """The VIMCO estimator of the gradient of a K-sample bound.
+
+    For L = log (1/K) Σ_k exp(l_k), l_k = log_weight(x_k, *args), x_k ~ q(·|θ) i.i.d.::
+
+        grad_θ E[L] ≈ Σ_k L̂(k) grad_θ log q(x_k|θ) + Σ_k w̃_k grad_θ l_k,
+        L̂(k) = L - log (1/K) (Σ_{j≠k} e^{l_j} + e^{l̂_{-k}}),   l̂_{-k} = (1/(K-1)) Σ_{j≠k} l_j,
+        w̃ = softmax(l).
+
+    The baseline subtracted from L in L̂(k) depends only on x_{-k}, so the
+    estimate is unbiased; L̂(k), w̃ and the samples are under ``stop_gradient``
+    and computed with logsumexp. The loss is
+    L(l) + Σ_k L̂(k) (magic_box(log q(x_k|θ)) - 1) with l differentiated: its
+    value is L and its gradient the estimate above. The log weight depends on
+    θ through -log q(x|θ): pass θ as one of ``args`` (or close over it), and
+    the decoder's parameters likewise. First-order only: its higher
+    derivatives are not those of E[L]. Uses K × K memory for the signals.
+
+    Args:
+      log_weight: ``log_weight(x, *args) -> scalar`` for one sample x, e.g.
+        log p(x, z) - log q(z|θ); differentiated in ``args``.
+      family: the proposal q(x|θ).
+      num_samples: K ≥ 2, samples in the bound.
+
+    Returns:
+      An :class:`Estimator`; state ``()``. ``aux``: ``"f"``, the log weights
+      l, shape (K,); ``"bound"``, L, scalar; ``"learning_signal"``, L̂, shape
+      (K,). A non-finite log weight gives NaN grads.
+
+    Example::
+
+        log_joint = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4]))
+
+        def log_weight(z, logits):
+            return log_joint[z] - jax.nn.log_softmax(logits)[z]
+
+        est = lt.vimco(log_weight, lt.families.categorical(), num_samples=5)
+        logits = jnp.zeros(4)
+        loss = lambda logits: est.loss(logits, (), jax.random.key(0), logits)[0]
+        grads = jax.grad(loss)(logits)   # score part and pathwise part of -log q
+
+    References:
+      Mnih and Rezende, "Variational Inference for Monte Carlo Objectives", 2016.
+      Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders", 2016.
+    """
+    caller = "vimco"
+    k = _checks.num_samples(num_samples, minimum=2, caller=caller)
+
+    def loss(params, state, key, *args):
+        xs = _checks.samples(sg(family.sample(params, key, k)), k, caller=caller, source="family.sample")
+        log_weights = _checks.per_sample(lambda x: log_weight(x, *args), xs, k, caller=caller, name="log_weight")
+        log_probs = _checks.per_sample(lambda x: family.log_prob(params, x), xs, k, caller=caller,
+                                       name="family.log_prob")
+        bound, signals = _learning_signals(sg(log_weights))
+        log_k = jnp.log(jnp.asarray(k, log_weights.dtype))
+        value = jax.nn.logsumexp(log_weights) - log_k + jnp.sum(signals * (magic_box(log_probs) - 1.0))
+        return value, (state, {"f": sg(log_weights), "bound": bound, "learning_signal": signals})
+
+    return from_loss(lambda params: (), loss, caller=caller)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from logtrick.baselines import _normalise_group
+from logtrick.baselines import leave_one_out_mean, normalise_group
 
 
 def _check_trajectory(r_t: jax.Array, discount_t: jax.Array) -> None:
@@ -189,10 +189,7 @@ def leave_one_out_advantages(returns: ArrayLike) -> jax.Array:
     """
     returns = jnp.asarray(returns)
     _check_group(returns, "leave_one_out_advantages")
-    returns = returns - returns[:1]  # shift-invariant; makes a group of equal returns exactly 0
-    g = returns.shape[0]
-    baseline = (jnp.sum(returns, axis=0) - returns) / (g - 1)
-    return jax.lax.stop_gradient(returns - baseline)
+    return jax.lax.stop_gradient(returns - leave_one_out_mean(returns))
 
 
 def group_normalised_advantages(returns: ArrayLike, *, eps: float = 1e-6) -> jax.Array:
@@ -219,4 +216,4 @@ def group_normalised_advantages(returns: ArrayLike, *, eps: float = 1e-6) -> jax
     """
     returns = jnp.asarray(returns)
     _check_group(returns, "group_normalised_advantages")
-    return jax.lax.stop_gradient(_normalise_group(returns, eps))
+    return jax.lax.stop_gradient(normalise_group(returns, eps))
