@@ -38,6 +38,8 @@ benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.scaling
 	$(BIN)/python -m benchmarks.cartpole
 	$(BIN)/python -m benchmarks.discrete_vae
+	$(BIN)/python -m benchmarks.plate
+	$(BIN)/python -m benchmarks.policy_mlp
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -4,8 +4,10 @@ Every method is ``experiments.discrete_vae.make_train_step`` (one seed, the
 experiment's default config: batch of 50 images, 12 latents, K = 4 discrete
 f evaluations per image for every estimator, Adam), jitted with the
 experiment's ``COMPILER_OPTIONS``, on a fixed minibatch. The step includes
-everything the experiment does per step: the encoder, the estimator, the
-separate decoder draw, the analytic KL, one reverse pass and the Adam update.
+everything the experiment does per step: the encoder, the estimator's loss
+(whose decoder gradient comes from the same K samples), the analytic KL, one
+reverse pass and the Adam update (and RELAX's Adam step on its control
+variate).
 After a warm-up of each, the methods are timed round-robin: each timed sample
 chains calls (the state returned by one is the input of the next) until it
 lasts ``min_sample_seconds``, to ``block_until_ready``; medians. Compile time
@@ -160,13 +162,14 @@ def interpretation(config: Config, results: dict[str, dict[str, dict[str, Any]]]
         f"At this size (batch {t.batch_size}, K = {t.num_samples}) a step is a few hundred microseconds of many "
         f"small ops. ARM, DisARM and VIMCO cost about what REINFORCE does ({span('arm')}, {span('disarm')}, "
         f"{span('vimco')}): the same "
-        "K decoder evaluations per image, with the gradient formed from the f values (VIMCO skips the separate "
-        f"decoder draw, its decoder gradient comes through its own samples). Gumbel straight-through "
-        f"({span('gumbel_st')}) also backpropagates through the decoder at its K samples. RELAX "
+        "K decoder evaluations per image, forward and back (the encoder gradient formed from the f values, the "
+        f"decoder gradient pathwise through the same evaluations). Gumbel straight-through "
+        f"({span('gumbel_st')}) also backpropagates through the decoder into the logits. RELAX "
         f"({span('relax')}) is {span(FIXED_CV)} with its control variate held fixed: per draw it also evaluates "
-        "the control variate η f(σ(z/λ)) + r_ρ(z, x) at z and at z̃ and differentiates both, two more decoder "
-        "passes forward and back. Training the control variate adds the rest: the gradient w.r.t. (η, λ, ρ) of "
-        "Σ_d ĝ_d², a reverse pass through the θ-gradient of the surrogate (second order). Both are the "
+        "the control variate η log p(x|σ(z/λ)) - KL + r_ρ(z, x) at z and at z̃ and differentiates both, two "
+        "more decoder passes forward and back. Training the control variate adds the rest: the estimator's "
+        "`aux[\"cv_grads\"]`, the gradient w.r.t. (η, λ, ρ) of Σ_d ĝ_d², a reverse pass through the θ-gradient "
+        "of the loss (second order), averaged over the batch for the caller's Adam step. Both are the "
         f"algorithm's own work, not overhead. The exact gradient ({span('exact')}) evaluates the decoder at all "
         f"{2 ** t.num_latents} latent configurations, {2 ** t.num_latents // t.num_samples}× the f evaluations of "
         "the estimators per image, but shares that pass across the batch.")
@@ -179,14 +182,16 @@ def section(config: Config, command: str, results: dict, machine_info: str) -> s
         SECTION,
         f"Command: `{command}`. One jitted training step of `experiments.discrete_vae` (one seed; batch of "
         f"{t.batch_size} binarised 8×8 digits, {t.num_latents} Bernoulli latents, linear or {t.hidden}-unit "
-        f"tanh encoder and decoder, K = {t.num_samples} discrete f evaluations per image for every estimator, "
-        "plus the separate K-sample decoder draw, analytic KL, one reverse pass and Adam; the exact gradient "
+        f"tanh encoder and decoder, K = {t.num_samples} discrete f evaluations per image for every estimator "
+        "(the decoder's gradient from the same evaluations), analytic KL, one reverse pass and Adam; the exact "
+        "gradient "
         f"sums over all {2 ** t.num_latents} latent configurations), compiled with "
         "`experiments.discrete_vae.COMPILER_OPTIONS`. Step time: the median over "
         f"{config.repeats} timed samples per method, each at least {config.min_sample_seconds * 1e3:g} ms "
         "of chained steps to `block_until_ready`, methods interleaved after a warm-up; compile: trace, lower "
         f"and XLA compile of a freshly built step, median of {config.compile_repeats}. “RELAX, control variate "
-        "fixed” is the same step with `cv_learning_rate = 0`: the estimator without the control variate's training.",
+        "fixed” is the same step with `cv_learning_rate = 0`: the estimator without the control variate's training "
+        "(its `cv_grads` unused, so compiled away).",
         f"Machine: {machine_info}.",
         table(results),
         targets(config, results),

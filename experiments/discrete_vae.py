@@ -16,45 +16,43 @@ them, shared by the whole batch), so the ELBO and the marginal likelihood
 log p(x) = log Σ_b p(b) p(x|b) are evaluated exactly, and ``exact`` trains on
 the exact gradient.
 
-Every other method estimates the encoder gradient of the expectation term with
-K = 4 discrete evaluations of f per datapoint and step (K = 4: the smallest
-even count, as ARM and DisARM need pairs, above the 2 that leave-one-out and
-VIMCO need). Inside the loss, a vmap over the batch builds, per datapoint
-x_n, the estimator of f_n(b) = log p(x_n|b) (closing over x_n and the decoder
-parameters under stop_gradient) and evaluates ``est.surrogate(logits_n,
-state, key_n)`` at the encoder's logits for x_n; one ``jax.grad`` of the whole
-loss carries the surrogate's gradient through the encoder by the chain rule.
-The decoder gradient is (1/K) Σ_k ∇_φ log p(x_n|b_k) over a separate draw of
-K samples b_k ~ q(b|x_n) under stop_gradient; the KL is differentiated
-exactly. The methods:
+Every method is a factory in :data:`ESTIMATORS` returning an estimator of
+E_{q(b|x)}[f(b, logits, decoder_params, x)] for one image, with
 
-    exact          Σ_b q(b|x) log p(x|b) over all 4096 b, differentiated
+    f(b, logits, φ, x) = log p(x|b) - KL(q(b|x) ‖ p(b)),   E_q[f] = ELBO(x),
+
+φ the decoder's parameters; the KL, in closed form, is a constant in b.
+Per datapoint the loss term is one call,
+``est.loss(logits_n, state, key_n, logits_n, decoder_params, x_n)``, vmapped
+over the batch: its value estimates ELBO(x_n), its gradient w.r.t. the logits
+(the estimator's own) flows into the encoder by the chain rule, and its
+gradient w.r.t. f's arguments (the decoder, and the KL through the logits) is
+the pathwise one from the same samples. Every sampling method draws K = 4
+discrete evaluations of f per datapoint and step (K = 4: the smallest even
+count, as ARM and DisARM need pairs, above the 2 that leave-one-out and VIMCO
+need). The methods:
+
+    exact          ``lt.exact.estimator``: Σ_b q(b|x) f(b) over all 4096 b (the
+                   decoder pass over them is shared by the batch)
     reinforce_loo  ``lt.score_function`` with ``lt.baselines.leave_one_out()``
     arm            ``lt.discrete.arm`` (2 antithetic pairs)
     disarm         ``lt.discrete.disarm`` (2 antithetic pairs)
     relax          ``lt.discrete.relax``, control variate
-                   c(z) = η f_n(σ(z/λ)) + r_ρ(z, x_n) (REBAR's plus a small tanh net)
+                   c(z) = η log p(x_n|σ(z/λ)) - KL + r_ρ(z, x_n) (REBAR's plus a small tanh net)
     vimco          ``lt.vimco`` on the K-sample bound (a different objective)
     gumbel_st      ``lt.discrete.gumbel_softmax(straight_through=True)``, biased
 
-RELAX's control variate is one set of parameters (η, λ, ρ) shared by all
+RELAX's control variate is one set of parameters ψ = (η, λ, ρ) shared by all
 datapoints (amortised: r_ρ sees x_n; one control variate per training image
-would need 1500 states, each updated only when its image is drawn), trained by
-Adam to minimise the batch mean of Σ_d ĝ_{n,d}² (ĝ_n the estimate for
-datapoint n's logits). Its state enters the
-per-datapoint vmap unbatched; the library's per-estimate optimizer step is
-``optax.chain(batch_mean, optax.adam)`` with ``batch_mean`` a ``pmean`` over
-the vmap's named batch axis, so every datapoint takes the same Adam step on
-the batch-mean cv gradient and the returned states agree (the first is kept).
-``est.surrogate`` discards the state update, so for RELAX the loss uses
-``est.estimate`` at stop_gradient(logits_n) and the linear surrogate
-mean f + ⟨sg(ĝ_n), logits_n - sg(logits_n)⟩, whose gradient is the same ĝ_n.
+would need 1500 states, each updated only when its image is drawn). The
+estimator keeps ψ fixed within a step and reports ``aux["cv_grads"]``, the
+ψ-gradient of Σ_d ĝ_{n,d}² (ĝ_n the estimate for datapoint n's logits); the
+training step averages it over the batch and takes one Adam step on ψ.
 
 VIMCO optimises the K-sample importance-weighted bound
-E[log (1/K) Σ_k p(x, b_k) / q(b_k|x)] ≥ ELBO instead of the ELBO, with
-log weights log p(x_n|b) + log p(b) - log q(b|logits_n); its decoder gradient
-flows through ``est.surrogate``. Its ELBO is reported like the others', but it
-is not what it maximises: compare its exact log p(x).
+E[log (1/K) Σ_k p(x, b_k) / q(b_k|x)] ≥ ELBO instead of the ELBO, with log
+weights log p(x_n|b) + log p(b) - log q(b|logits_n). Its ELBO is reported
+like the others', but it is not what it maximises: compare its exact log p(x).
 
 Training: Adam on minibatches, seeds vmapped, each run one jitted
 ``lax.scan`` over steps, cut into chunks between checkpoints. At every
@@ -89,6 +87,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import time
 from typing import Any, Callable, NamedTuple
@@ -118,7 +117,6 @@ LABELS = {
 COLORS = {"exact": "k", "reinforce_loo": "tab:blue", "arm": "tab:orange", "disarm": "tab:green",
           "relax": "tab:red", "vimco": "tab:purple", "gumbel_st": "tab:brown"}
 NUM_PIXELS = 64
-BATCH_AXIS = "batch"
 # XLA:CPU options: LLVM at -O1 without its expensive passes compiles about twice as fast, and runs as fast.
 COMPILER_OPTIONS = {"xla_backend_optimization_level": 1, "xla_llvm_disable_expensive_passes": True}
 
@@ -242,7 +240,7 @@ def init_params(config: Config, vae: VAE, key: jax.Array, pixel_mean: jax.Array)
 def log_likelihood(vae: VAE, decoder_params: Params, x: jax.Array, b: jax.Array) -> jax.Array:
     """log p(x|b) = Σ_i x_i l_i - softplus(l_i), l = g_φ(b); b may be relaxed (in [0, 1]^D)."""
     logits = vae.decoder.apply(decoder_params, b)
-    return jnp.sum(x * logits - jax.nn.softplus(logits))
+    return jnp.dot(x, logits) - jnp.sum(jax.nn.softplus(logits))
 
 
 def log_prior(b: jax.Array) -> jax.Array:
@@ -273,10 +271,14 @@ def exact_terms(vae: VAE, params: Params, xs: jax.Array) -> tuple[jax.Array, jax
     return expected, jax.vmap(kl_to_prior)(logits), log_marginal
 
 
-def _batch_mean() -> optax.GradientTransformation:
-    """Averages updates over the vmap axis :data:`BATCH_AXIS` (the datapoints of a minibatch)."""
-    return optax.GradientTransformation(lambda params: optax.EmptyState(),
-                                        lambda updates, state, params=None: (jax.lax.pmean(updates, BATCH_AXIS), state))
+def elbo_integrand(vae: VAE, b: jax.Array, logits: jax.Array, decoder_params: Params, x: jax.Array) -> jax.Array:
+    """f(b) = log p(x|b) - KL(q(·|x) ‖ p): E_{q(b|x)}[f] = ELBO(x), the KL in closed form (a constant in b)."""
+    return log_likelihood(vae, decoder_params, x, b) - kl_to_prior(logits)
+
+
+def log_weight(vae: VAE, b: jax.Array, logits: jax.Array, decoder_params: Params, x: jax.Array) -> jax.Array:
+    """VIMCO's log weight log p(x, b) - log q(b|x) = log p(x|b) + log p(b) - log q(b|x)."""
+    return log_likelihood(vae, decoder_params, x, b) + log_prior(b) - lt.families.bernoulli().log_prob(logits, b)
 
 
 def initial_cv_params(config: Config) -> Params:
@@ -284,137 +286,121 @@ def initial_cv_params(config: Config) -> Params:
     net = Net(1, config.cv_hidden)
     rho = net.init(jax.random.key(0), jnp.zeros(config.num_latents + NUM_PIXELS))
     rho["params"]["out"]["kernel"] = jnp.zeros_like(rho["params"]["out"]["kernel"])
-    return {"scale": jnp.ones(()), "log_temperature": jnp.log(jnp.asarray(config.relax_temperature)), "net": rho}
+    log_temperature = jnp.log(jnp.asarray(config.relax_temperature, jnp.float32))
+    return {"scale": jnp.ones(()), "log_temperature": log_temperature, "net": rho}
 
 
-def relax_estimator(config: Config, vae: VAE, decoder_params: Params, x: jax.Array, cv_params: Params) -> lt.Estimator:
-    """RELAX for f(b) = log p(x|b), control variate c(z) = η f(σ(z/λ)) + r_ρ([z, x]).
+def control_variate(vae: VAE, net: Net, cv_params: Params, z: jax.Array, logits: jax.Array,
+                    decoder_params: Params, x: jax.Array) -> jax.Array:
+    """RELAX's c_ψ(z) = η log p(x|σ(z/λ)) - KL(q(·|x) ‖ p) + r_ρ([z, x]).
 
-    ``cv_params = {"scale": η, "log_temperature": log λ, "net": ρ}``, r_ρ a
-    tanh MLP of width ``cv_hidden``; trained by Adam on the batch-mean cv loss
-    (see :func:`_batch_mean`) unless ``cv_learning_rate`` is 0.
+    REBAR's concrete relaxation of f plus a tanh net ``net`` that sees the
+    image; ``cv_params`` ψ = {"scale": η, "log_temperature": log λ, "net": ρ}.
     """
-    net = Net(1, config.cv_hidden)
-
-    def f(b):
-        return log_likelihood(vae, decoder_params, x, b)
-
-    def control_variate(phi, z):
-        relaxed = jax.nn.sigmoid(z / jnp.exp(phi["log_temperature"]))
-        return phi["scale"] * f(relaxed) + net.apply(phi["net"], jnp.concatenate([z, x]))[0]
-
-    optimizer = optax.chain(_batch_mean(), optax.adam(config.cv_learning_rate)) if config.cv_learning_rate > 0 else None
-    return lt.discrete.relax(f, control_variate, cv_params, num_samples=config.num_samples, optimizer=optimizer)
+    relaxed = jax.nn.sigmoid(z / jnp.exp(cv_params["log_temperature"]))
+    return (cv_params["scale"] * log_likelihood(vae, decoder_params, x, relaxed) - kl_to_prior(logits)
+            + net.apply(cv_params["net"], jnp.concatenate([z, x]))[0])
 
 
-def estimator(config: Config, method: str, vae: VAE, decoder_params: Params, x: jax.Array,
-              est_state: Any) -> lt.Estimator:
-    """The estimator of ∇ E_{q(b|x)}[log p(x|b)] w.r.t. the logits of q, for one image x.
-
-    ``est_state`` is the run's estimator state (RELAX's control variate).
-    """
-    k = config.num_samples
-
-    def f(b):
-        return log_likelihood(vae, decoder_params, x, b)
-
-    if method == "reinforce_loo":
-        return lt.score_function(f, lt.families.bernoulli(), num_samples=k, baseline=lt.baselines.leave_one_out())
-    if method == "arm":
-        return lt.discrete.arm(f, num_samples=k)
-    if method == "disarm":
-        return lt.discrete.disarm(f, num_samples=k)
-    if method == "relax":
-        return relax_estimator(config, vae, decoder_params, x, est_state.cv_params)
-    if method == "gumbel_st":
-        return lt.discrete.gumbel_softmax(f, num_samples=k, temperature=config.gumbel_temperature,
-                                          straight_through=True)
-    raise ValueError(f"estimator: `method` must be one of {METHODS[1:]} but vimco, got {method!r}")
+def relax_estimator(config: Config, vae: VAE) -> lt.Estimator:
+    """RELAX with :func:`control_variate`; its ψ is trained by the caller (:func:`train_control_variate`)."""
+    return lt.discrete.relax(functools.partial(elbo_integrand, vae),
+                             functools.partial(control_variate, vae, Net(1, config.cv_hidden)),
+                             initial_cv_params(config), num_samples=config.num_samples)
 
 
-def init_estimator_state(config: Config, method: str, vae: VAE) -> Any:
-    """The estimator state a run starts from: RELAX's control variate and its Adam state, else ``()``."""
-    if method != "relax":
-        return ()
-    est = relax_estimator(config, vae, None, jnp.zeros(NUM_PIXELS), initial_cv_params(config))
-    return est.init(jnp.zeros(config.num_latents))
-
-
-def datapoint_objective(config: Config, vae: VAE, method: str) -> Callable:
-    """``objective(params, est_state, x, key) -> (value, new_est_state)`` for one image x.
-
-    The value estimates ELBO(x) (the K-sample bound for VIMCO; exactly ELBO(x)
-    for ``exact``) and its gradient w.r.t. the encoder and decoder parameters
-    is the method's gradient estimate; see the module docstring.
-    """
-    k = config.num_samples
-    bernoulli = lt.families.bernoulli()
-
-    def objective(params, est_state, x, key):
-        if method == "exact":
-            expected, kl, _ = exact_terms(vae, params, x[None])
-            return expected[0] - kl[0], est_state
-        logits = vae.encoder.apply(params["encoder"], x)
-        k_est, k_dec = jax.random.split(key)
-        if method == "vimco":
-            def log_weight(theta, b):
-                return log_likelihood(vae, params["decoder"], x, b) + log_prior(b) - bernoulli.log_prob(theta, b)
-
-            return lt.vimco(log_weight, bernoulli, num_samples=k).surrogate(logits, est_state, k_est), est_state
-        est = estimator(config, method, vae, jax.lax.stop_gradient(params["decoder"]), x, est_state)
-        if method == "relax":
-            grads, est_state, aux = est.estimate(jax.lax.stop_gradient(logits), est_state, k_est)
-            fixed = jax.lax.stop_gradient(logits)
-            expected = jnp.mean(aux["f"]) + jnp.vdot(jax.lax.stop_gradient(grads), logits - fixed)
-        else:
-            expected = est.surrogate(logits, est_state, k_est)
-        bs = jax.lax.stop_gradient(bernoulli.sample(logits, k_dec, k))
-        decoder_term = jnp.mean(jax.vmap(lambda b: log_likelihood(vae, params["decoder"], x, b))(bs))
-        return expected + decoder_term - jax.lax.stop_gradient(decoder_term) - kl_to_prior(logits), est_state
-
-    return objective
+# method -> factory(config, vae) of the estimator of E_{q(b|x)}[f(b, logits, decoder_params, x)] for one image.
+ESTIMATORS: dict[str, Callable[[Config, VAE], lt.Estimator]] = {
+    "exact": lambda config, vae: lt.exact.estimator(
+        functools.partial(elbo_integrand, vae), lt.families.bernoulli(),
+        lt.exact.bernoulli_support(config.num_latents)),
+    "reinforce_loo": lambda config, vae: lt.score_function(
+        functools.partial(elbo_integrand, vae), lt.families.bernoulli(), num_samples=config.num_samples,
+        baseline=lt.baselines.leave_one_out()),
+    "arm": lambda config, vae: lt.discrete.arm(functools.partial(elbo_integrand, vae),
+                                               num_samples=config.num_samples),
+    "disarm": lambda config, vae: lt.discrete.disarm(functools.partial(elbo_integrand, vae),
+                                                     num_samples=config.num_samples),
+    "relax": relax_estimator,
+    "vimco": lambda config, vae: lt.vimco(functools.partial(log_weight, vae), lt.families.bernoulli(),
+                                          num_samples=config.num_samples),
+    "gumbel_st": lambda config, vae: lt.discrete.gumbel_softmax(
+        functools.partial(elbo_integrand, vae), num_samples=config.num_samples,
+        temperature=config.gumbel_temperature, straight_through=True),
+}
 
 
 def make_loss(config: Config, vae: VAE, method: str) -> Callable:
-    """``loss(params, est_state, xs, key) -> (-mean objective, new_est_state)`` over a batch ``xs`` (B, 64).
+    """``loss(params, est_state, xs, key) -> (-(1/B) Σ_n value_n, aux)`` over a batch ``xs`` (B, 64).
 
-    The estimator state enters the per-datapoint vmap unbatched; the new states
-    agree across datapoints (see :func:`_batch_mean`) and the first is returned.
+    value_n is the estimator's loss at the encoder's logits for x_n, with
+    (logits_n, decoder parameters, x_n) as f's arguments: its value estimates
+    ELBO(x_n) (VIMCO: the K-sample bound), its gradient w.r.t. the encoder and
+    decoder parameters is the method's estimate. ``aux`` is the estimators'
+    aux, each leaf with a leading batch axis. The estimators return their
+    state unchanged (RELAX's ψ is trained by the caller), so it is not returned.
     """
-    objective = datapoint_objective(config, vae, method)
+    est = ESTIMATORS[method](config, vae)
+
+    def datapoint(params, est_state, x, key):
+        logits = vae.encoder.apply(params["encoder"], x)
+        value, (_, aux) = est.loss(logits, est_state, key, logits, params["decoder"], x)
+        return value, aux
 
     def loss(params, est_state, xs, key):
         keys = jax.random.split(key, xs.shape[0])
-        values, states = jax.vmap(objective, (None, None, 0, 0), axis_name=BATCH_AXIS)(params, est_state, xs, keys)
-        return -jnp.mean(values), jax.tree_util.tree_map(lambda s: s[0], states)
+        values, aux = jax.vmap(datapoint, (None, None, 0, 0))(params, est_state, xs, keys)
+        return -jnp.mean(values), aux
 
     return loss
 
 
+def cv_optimizer(config: Config) -> optax.GradientTransformation:
+    """Adam at ``cv_learning_rate`` for RELAX's control variate; at 0 it stays fixed (its gradient is not formed)."""
+    return optax.adam(config.cv_learning_rate) if config.cv_learning_rate > 0 else optax.set_to_zero()
+
+
+def train_control_variate(optimizer: optax.GradientTransformation, est_state: Any, opt_state: Any,
+                          aux: dict[str, Any]) -> tuple[Any, Any]:
+    """One ``optimizer`` step on RELAX's ψ along the batch mean of ``aux["cv_grads"]``, the gradient of
+    (1/B) Σ_n Σ_d ĝ_{n,d}²: one control variate shared by all images. Other estimators' states pass through."""
+    if not isinstance(est_state, lt.discrete.RelaxState):
+        return est_state, opt_state
+    grads = jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), aux["cv_grads"])
+    updates, opt_state = optimizer.update(grads, opt_state, est_state.cv_params)
+    return est_state._replace(cv_params=optax.apply_updates(est_state.cv_params, updates)), opt_state
+
+
 class TrainState(NamedTuple):
-    """What a training run carries from step to step."""
+    """What a training run carries from step to step: the VAE and its Adam state, the estimator state
+    (RELAX's :class:`logtrick.discrete.RelaxState`, else ``()``) and its control variate's optimizer state."""
 
     params: Params
     opt_state: Any
     est_state: Any
+    cv_opt_state: Any
 
 
 def make_train_step(config: Config, vae: VAE, method: str) -> Callable[[TrainState, jax.Array, jax.Array], TrainState]:
-    """``train_step(state, xs, key) -> state``: one Adam step on the minibatch ``xs``."""
+    """``train_step(state, xs, key) -> state``: one Adam step on the minibatch ``xs`` (and one on RELAX's ψ)."""
     loss = make_loss(config, vae, method)
-    optimizer = optax.adam(config.learning_rate)
+    optimizer, cv_opt = optax.adam(config.learning_rate), cv_optimizer(config)
 
     def train_step(state, xs, key):
-        grads, est_state = jax.grad(loss, has_aux=True)(state.params, state.est_state, xs, key)
+        grads, aux = jax.grad(loss, has_aux=True)(state.params, state.est_state, xs, key)
         updates, opt_state = optimizer.update(grads, state.opt_state)
-        return TrainState(optax.apply_updates(state.params, updates), opt_state, est_state)
+        est_state, cv_opt_state = train_control_variate(cv_opt, state.est_state, state.cv_opt_state, aux)
+        return TrainState(optax.apply_updates(state.params, updates), opt_state, est_state, cv_opt_state)
 
     return train_step
 
 
 def init_train_state(config: Config, vae: VAE, method: str, params: Params) -> TrainState:
     """The state a run of ``method`` starts from, at the VAE parameters ``params`` (one seed)."""
-    return TrainState(params, optax.adam(config.learning_rate).init(params), init_estimator_state(config, method, vae))
+    est_state = ESTIMATORS[method](config, vae).init(jnp.zeros(config.num_latents))
+    cv_opt_state = (cv_optimizer(config).init(est_state.cv_params)
+                    if isinstance(est_state, lt.discrete.RelaxState) else ())
+    return TrainState(params, optax.adam(config.learning_rate).init(params), est_state, cv_opt_state)
 
 
 def make_chunk(config: Config, vae: VAE, method: str, data: Data) -> Callable[[TrainState, jax.Array], TrainState]:

@@ -11,10 +11,12 @@ the one-sample estimators of ∇_θ E[f(x; k)]
     pathwise              ∂_θ f(μ + σ ε),          ε ~ N(0, 1)
 
 All four are unbiased; their variances Var[g] = E[(g - E g)²] are computed to
-float64 precision by Gauss-Hermite quadrature, checked against the library's
-per-sample Monte Carlo terms (``lt.score_function_jacobians`` and a vmapped
-gradient through ``lt.families.normal().sample``), and their means against
-``jax.grad`` of the closed forms in ``lt.exact``.
+float64 precision by Gauss-Hermite quadrature, and their means checked
+against ``jax.grad`` of the closed forms in ``lt.exact``. At a few k, the
+library's single-sample terms (``lt.score_function_jacobians``, and
+one-sample estimates of ``lt.pathwise``) check both: ``lt.testing.z_test``
+tests their sample means against the exact gradient and their mean squared
+deviations from it against the exact variance, Bonferroni over the study.
 
     python -m experiments.gaussian_variance [--quick]
 
@@ -27,7 +29,6 @@ import dataclasses
 import functools
 import math
 import pathlib
-import statistics
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -94,6 +95,8 @@ class Config:
       num_k: points per variance curve.
       num_quadrature: Gauss-Hermite nodes (before dropping those of zero weight).
       mc_samples: Monte Carlo samples per (cost, k) check.
+      significance: family-wise false-alarm rate of the Monte Carlo z-tests
+        over the whole study (each cost's test gets an equal share).
       seed: PRNG seed of the Monte Carlo check.
     """
 
@@ -102,6 +105,7 @@ class Config:
     num_k: int = 100
     num_quadrature: int = 1000
     mc_samples: int = 100_000
+    significance: float = 1e-3
     seed: int = 0
 
 
@@ -185,8 +189,8 @@ def monte_carlo_terms(f: Callable, theta: jax.Array, k: jax.Array, baselines: di
 
     Score terms: ``lt.score_function_jacobians`` of f and of 1 on the same
     samples give f s and s, so (f - b) s = f s - b s for the exact constant
-    ``baselines[name]`` (2,). Pathwise terms: ``vmap(grad)`` through the
-    reparameterised ``lt.families.normal().sample``, one key per sample.
+    ``baselines[name]`` (2,). Pathwise terms: N one-sample estimates of
+    ``lt.pathwise``, one key each.
     """
     family = lt.families.normal()
     params = {"loc": theta[0], "log_scale": jnp.log(theta[1])}
@@ -197,31 +201,49 @@ def monte_carlo_terms(f: Callable, theta: jax.Array, k: jax.Array, baselines: di
     score = _natural(lt.score_function_jacobians(jnp.ones_like, family, params, key_score,
                                                  num_samples=num_samples), theta[1])
     terms = {name: f_score - b * score for name, b in baselines.items()}
-    one_sample = lambda p, key: f_k(family.sample(p, key, 1)[0])  # noqa: E731
-    path = jax.vmap(jax.grad(one_sample), (None, 0))(params, jax.random.split(key_path, num_samples))
+    pathwise = lt.pathwise(f_k, family.sample, num_samples=1)
+    path = jax.vmap(lambda key: pathwise.estimate(params, (), key)[0])(jax.random.split(key_path, num_samples))
     terms["pathwise"] = _natural(path, theta[1])
     return terms
 
 
-def variance_check(samples: np.ndarray, exact_mean: float, exact_variance: float) -> dict[str, float]:
-    """Sample mean and variance of one estimator against the exact values (z-scores).
+def moment_test(terms: Any, means: Any, variances: Any, *, significance: float) -> lt.testing.UnbiasedReport:
+    """z-test of the sample means and variances of i.i.d. draws of g against the exact E[g] and Var[g].
 
-    The standard error of the sample variance v of N draws is
-    √((m₄ - v²)/N), m₄ the fourth central sample moment (its asymptotic
-    variance); that of the mean is √(v/N).
+    The squared deviations (g_i - E g)² from the exact mean are i.i.d. with
+    mean Var g, so ``lt.testing.z_test`` tests both moments as means: the
+    variance's standard error √(Var[(g - E g)²] / N) comes from the fourth
+    central moment. Bonferroni over every coordinate of both.
+
+    Args:
+      terms: pytree whose leaves have a leading axis of N draws.
+      means: E[g], a pytree like one draw.
+      variances: Var[g], a pytree like one draw.
+      significance: family-wise false-alarm rate.
+
+    Returns:
+      An ``lt.testing.UnbiasedReport``; its ``z`` is ``{"mean": ..., "variance": ...}``.
+    """
+    deviations = jax.tree_util.tree_map(lambda t, m: (t - m) ** 2, terms, means)
+    return lt.testing.z_test({"mean": terms, "variance": deviations}, {"mean": means, "variance": variances},
+                             significance=significance)
+
+
+def _check_entry(samples: np.ndarray, exact_mean: float, exact_variance: float, mean_z: float,
+                 variance_z: float) -> dict[str, float]:
+    """One Monte Carlo check for JSON: the moments :func:`moment_test` tests, their standard errors and z.
+
+    ``mc_variance`` is the mean of (g_i - E g)² about the exact mean E g.
     """
     n = samples.shape[0]
-    mean = float(samples.mean())
-    centred = samples - mean
-    variance = float(centred @ centred / (n - 1))
-    variance_se = math.sqrt(max(float(np.mean(centred**4)) - variance**2, 0.0) / n)
-    mean_se = math.sqrt(variance / n)
+    deviations = (samples - exact_mean) ** 2
+    variance = float(deviations.mean())
     return {
-        "exact_mean": exact_mean, "mc_mean": mean, "mean_se": mean_se,
-        "mean_z": (mean - exact_mean) / mean_se,
-        "exact_variance": exact_variance, "mc_variance": variance, "variance_se": variance_se,
-        "variance_z": (variance - exact_variance) / variance_se,
-        "variance_rel_error": variance / exact_variance - 1.0,
+        "exact_mean": float(exact_mean), "mc_mean": float(samples.mean()),
+        "mean_se": float(samples.std(ddof=1) / math.sqrt(n)), "mean_z": float(mean_z),
+        "exact_variance": float(exact_variance), "mc_variance": variance,
+        "variance_se": float(deviations.std(ddof=1) / math.sqrt(n)), "variance_z": float(variance_z),
+        "variance_rel_error": variance / float(exact_variance) - 1.0,
     }
 
 
@@ -254,12 +276,14 @@ def study_cost(cost: Cost, config: Config, key: jax.Array) -> dict[str, Any]:
     grid, mc_ks = k_grid(cost, config.num_k), np.asarray(cost.mc_ks)
     ks = jnp.asarray(np.concatenate([grid, mc_ks]))
 
+    compile_once = functools.partial(jax.jit, compiler_options=common.FAST_COMPILE)  # each runs once
+
     def exact_fn(num_points):
-        return jax.jit(jax.vmap(functools.partial(exact_moments, cost.f, theta, num_points=num_points)))
+        return compile_once(jax.vmap(functools.partial(exact_moments, cost.f, theta, num_points=num_points)))
 
     moments, finer = exact_fn(config.num_quadrature)(ks), exact_fn(2 * config.num_quadrature)(ks)
-    gradients = jax.jit(jax.vmap(lambda k: closed_form_gradient(cost, theta, k)))(ks)
-    closed_expectation = jax.jit(jax.vmap(lambda k: cost.closed_form(k)(
+    gradients = compile_once(jax.vmap(lambda k: closed_form_gradient(cost, theta, k)))(ks)
+    closed_expectation = compile_once(jax.vmap(lambda k: cost.closed_form(k)(
         {"loc": theta[0], "log_scale": jnp.log(theta[1])})))(ks)
     moments, finer, gradients, closed_expectation = jax.device_get(
         (moments, finer, gradients, closed_expectation))
@@ -268,12 +292,16 @@ def study_cost(cost: Cost, config: Config, key: jax.Array) -> dict[str, Any]:
                  "score_mean_baseline": np.repeat(moments["expectation"][:, None], 2, axis=1),
                  "score_optimal_baseline": moments["optimal_baseline"]}
     at_mc = lambda tree: jax.tree_util.tree_map(lambda a: a[len(grid):], tree)  # noqa: E731
-    mc_fn = jax.jit(jax.vmap(functools.partial(monte_carlo_terms, cost.f, theta, num_samples=config.mc_samples)))
+    mc_fn = compile_once(jax.vmap(functools.partial(monte_carlo_terms, cost.f, theta, num_samples=config.mc_samples)))
     terms = jax.device_get(mc_fn(jnp.asarray(mc_ks), at_mc(baselines), jax.random.split(key, len(mc_ks))))
+    terms = {name: np.moveaxis(np.asarray(terms[name], np.float64), 1, 0) for name in ESTIMATORS}  # (N, k, 2)
+    exact_means = {name: at_mc(gradients) for name in ESTIMATORS}
+    exact_variances = {name: at_mc(moments["variance"][name]) for name in ESTIMATORS}
+    report = moment_test(terms, exact_means, exact_variances, significance=config.significance / len(COSTS))
     checks = [
         {"k": float(k), "estimator": name, "param": param,
-         **variance_check(np.asarray(terms[name][j, :, i], np.float64), float(gradients[len(grid) + j, i]),
-                          float(moments["variance"][name][len(grid) + j, i]))}
+         **_check_entry(terms[name][:, j, i], exact_means[name][j, i], exact_variances[name][j, i],
+                        report.z["mean"][name][j, i], report.z["variance"][name][j, i])}
         for j, k in enumerate(mc_ks) for name in ESTIMATORS for i, param in enumerate(PARAMS)]
 
     curves = jax.tree_util.tree_map(lambda a: a[:len(grid)], moments)
@@ -295,7 +323,9 @@ def study_cost(cost: Cost, config: Config, key: jax.Array) -> dict[str, Any]:
                 for name in ESTIMATORS)),
         },
         "mc_checks": checks,
+        "mc_threshold": report.threshold,
     }
+
 
 
 def sanity_variances(results: dict[str, Any]) -> dict[str, float]:
@@ -321,12 +351,6 @@ def run(config: Config, *, progress: bool = False) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- reporting
-
-
-def significance_threshold(results: dict[str, Any], alpha: float = 1e-3) -> float:
-    """Two-sided Bonferroni |z| threshold over every Monte Carlo z-score."""
-    count = 2 * sum(len(c["mc_checks"]) for c in results["costs"].values())
-    return statistics.NormalDist().inv_cdf(1.0 - alpha / (2.0 * count))
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -362,8 +386,9 @@ def summary(results: dict[str, Any]) -> str:
         f"{max(c['expectation_vs_closed_form_max_abs_error'] for c in checks):.2e}; variances change by "
         f"{max(c['variance_max_rel_change_with_2x_nodes'] for c in checks):.1e} (relative) with 2x nodes",
         f"Monte Carlo: max |z| of means {max(abs(c['mean_z']) for c in mc):.2f}, of variances "
-        f"{max(abs(c['variance_z']) for c in mc):.2f}; Bonferroni threshold {significance_threshold(results):.2f} "
-        f"(alpha = 1e-3, {2 * len(mc)} z-scores); max |rel. error| of variances "
+        f"{max(abs(c['variance_z']) for c in mc):.2f}; Bonferroni threshold "
+        f"{max(c['mc_threshold'] for c in results['costs'].values()):.2f} "
+        f"(alpha = {results['config']['significance']:g}, {2 * len(mc)} z-scores); max |rel. error| of variances "
         f"{100 * max(abs(c['variance_rel_error']) for c in mc):.1f}%",
     ])
 

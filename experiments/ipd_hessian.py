@@ -12,8 +12,9 @@ with p₀ the distribution of the first round's outcome, P the 4×4 outcome
 transition matrix and r the 4×2 payoffs (T = ∞ drops the last factor), so
 ``jax.grad`` and ``jax.hessian`` of it are the exact derivatives. The sampled
 version rolls out N episodes of T = 150 rounds and takes the same derivatives
-of a DiCE surrogate of agent 1's return, with both agents' log-probabilities
-in the magic box (so derivatives in either agent's logits are unbiased):
+of the mean ``lt.rl.dice_objective`` of agent 1's return, with both agents'
+log-probabilities in the magic box (so derivatives in either agent's logits
+are unbiased):
 
     dice          (1/N) Σ_i Σ_t γ^t r_{i,t} □(L_{i,≤t})
     loaded_dice   dice + (1/N) Σ_i Σ_t b_{i,t} (□(L_{i,<t}) − □(L_{i,≤t})),
@@ -23,9 +24,10 @@ where L_{i,≤t} sums both agents' log π up to round t. Two studies:
 
 1. error vs N at a random policy pair: the gradient of V₁ in θ₁, its Hessian
    ∂²V₁/∂θ₁² and the mixed ∂²V₁/∂θ₁∂θ₂ that LOLA needs; relative RMS error
-   (a 1/√N line for an unbiased estimator), the correlation of the entries
-   with the exact ones (the DiCE paper's check against the exact value
-   function, here per N), and a z-test for bias (``lt.testing.z_scores``);
+   and bias (``lt.testing.accuracy``; a 1/√N line for an unbiased
+   estimator), the correlation of the entries with the exact ones (the DiCE
+   paper's check against the exact value function, here per N), and a
+   z-test for bias (``lt.testing.z_test``);
 2. LOLA (Taylor form, Foerster et al. 2018): agent i ascends
    ∇_i V_i + η (∂²V_j/∂θ_i∂θ_j) ∇_j V_i, a mixed Hessian-vector product
    (jax.jvp of jax.grad), with exact derivatives or with either DiCE estimate,
@@ -51,7 +53,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-import statistics
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -66,7 +67,6 @@ from experiments import common
 PAYOFFS = jnp.array([[-1.0, -1.0], [-3.0, 0.0], [0.0, -3.0], [-2.0, -2.0]])
 # Agent 2's logits in the global order (start, CC, CD, DC, DD): it sees CD as DC.
 AGENT_2_VIEW = jnp.array([0, 1, 3, 2, 4])
-ESTIMATORS = ("dice", "loaded_dice")
 METHODS = ("naive", "lola", "lola_loaded_dice", "lola_dice")
 QUANTITIES = ("gradient", "hessian", "mixed_hessian")
 LABELS = {"gradient": r"gradient $\nabla_{\theta_1} V_1$", "hessian": r"Hessian $\nabla^2_{\theta_1} V_1$",
@@ -167,16 +167,30 @@ def rollout(theta_1: jax.Array, theta_2: jax.Array, key: jax.Array, *, num_episo
     return Episodes(states.T, c1.T.astype(jnp.float32), c2.T.astype(jnp.float32), jnp.swapaxes(rewards, 0, 1))
 
 
+def no_baseline(to_go: jax.Array) -> None:
+    """DiCE: no baseline."""
+    del to_go
+
+
+def leave_one_out(to_go: jax.Array) -> jax.Array:
+    """Loaded DiCE: the other episodes' mean reward-to-go at the same round, (N, T)."""
+    return lt.baselines.leave_one_out_mean(to_go, axis=0)
+
+
+# estimator: the baseline b_{i,t} of the DiCE objective, from the reward-to-go (N, T).
+BASELINES = {"dice": no_baseline, "loaded_dice": leave_one_out}
+
+
 def surrogate(theta_1: jax.Array, theta_2: jax.Array, episodes: Episodes, *, agent: int, gamma: float,
               estimator: str) -> jax.Array:
-    """The DiCE (or Loaded DiCE) surrogate of one agent's discounted return; see the module docstring.
+    """The mean ``lt.rl.dice_objective`` of one agent's discounted return; see the module docstring.
 
     Args:
       theta_1, theta_2: the agents' logits, each (5,); differentiated.
       episodes: N ≥ 2 episodes sampled from the same logits.
       agent: 0 or 1, whose payoffs.
       gamma: the discount γ.
-      estimator: ``"dice"`` or ``"loaded_dice"``.
+      estimator: a key of ``BASELINES``.
 
     Returns:
       A scalar whose value is the sample mean of the discounted return and
@@ -186,14 +200,10 @@ def surrogate(theta_1: jax.Array, theta_2: jax.Array, episodes: Episodes, *, age
     s = episodes.states
     log_pi = (jax.nn.log_sigmoid((2 * episodes.cooperate_1 - 1) * l1[s])
               + jax.nn.log_sigmoid((2 * episodes.cooperate_2 - 1) * l2[s]))
-    cumulative = jnp.cumsum(log_pi, axis=1)
-    discounted = gamma ** jnp.arange(s.shape[1]) * episodes.rewards[..., agent]
-    value = jnp.sum(discounted * lt.magic_box(cumulative), axis=1)
-    if estimator == "loaded_dice":
-        to_go = jnp.cumsum(discounted[:, ::-1], axis=1)[:, ::-1]
-        b = (jnp.sum(to_go, axis=0) - to_go) / (s.shape[0] - 1)
-        value += jnp.sum(b * (lt.magic_box(cumulative - log_pi) - lt.magic_box(cumulative)), axis=1)
-    return jnp.mean(value)
+    rewards = episodes.rewards[..., agent]
+    discounts = jnp.full_like(rewards, gamma)
+    b = BASELINES[estimator](jax.vmap(lt.rl.reward_to_go)(rewards, discounts))
+    return jnp.mean(jax.vmap(lt.rl.dice_objective)(log_pi, rewards, discounts, b))
 
 
 def derivatives(value_fn: Callable[[jax.Array, jax.Array], jax.Array], theta_1: jax.Array,
@@ -220,32 +230,33 @@ def draw_estimates(config: Config, num_episodes: int, num_estimates: int, theta_
     def estimate(k):
         episodes = rollout(theta_1, theta_2, k, num_episodes=num_episodes, horizon=config.horizon)
         return {e: derivatives(lambda a, b, e=e: surrogate(a, b, episodes, agent=0, gamma=config.gamma, estimator=e),
-                               theta_1, theta_2) for e in ESTIMATORS}
+                               theta_1, theta_2) for e in BASELINES}
 
     batch_size = max(1, min(num_estimates, 2048 // num_episodes))
     return jax.lax.map(estimate, jax.random.split(key, num_estimates), batch_size=batch_size)
 
 
+def correlation(estimates: np.ndarray, exact: np.ndarray) -> float:
+    """The mean over estimates of the correlation of their entries with the exact ones."""
+    est, ref = estimates.reshape(len(estimates), -1), exact.reshape(-1)
+    centred, ref_centred = est - est.mean(axis=1, keepdims=True), ref - ref.mean()
+    return float(np.mean(centred @ ref_centred / (np.linalg.norm(centred, axis=1) * np.linalg.norm(ref_centred))))
+
+
 def error_stats(estimates: dict[str, np.ndarray], exact: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Per quantity: relative RMS error, mean correlation of entries with the exact ones, relative bias."""
+    """Per quantity: relative RMS error and bias (``lt.testing.accuracy``), and the correlation of entries."""
     out = {}
     for name in QUANTITIES:
-        est, ref = estimates[name].reshape(len(estimates[name]), -1), exact[name].reshape(-1)
-        norm = np.linalg.norm(ref)
-        centred, ref_centred = est - est.mean(axis=1, keepdims=True), ref - ref.mean()
-        corr = centred @ ref_centred / (np.linalg.norm(centred, axis=1) * np.linalg.norm(ref_centred))
-        out[name] = {
-            "relative_rmse": float(np.sqrt(np.mean(np.sum((est - ref) ** 2, axis=1))) / norm),
-            "correlation": float(np.mean(corr)),
-            "relative_bias": float(np.linalg.norm(est.mean(axis=0) - ref) / norm),
-        }
+        accuracy = lt.testing.accuracy(estimates[name], exact[name])
+        out[name] = {"relative_rmse": accuracy.relative_rmse, "correlation": correlation(estimates[name], exact[name]),
+                     "relative_bias": accuracy.relative_bias}
     return out
 
 
-def z_test(estimates: np.ndarray, exact: np.ndarray, significance: float = 1e-3) -> dict[str, float]:
+def z_test(estimates: np.ndarray, exact: np.ndarray) -> dict[str, float]:
     """The max |z| of the mean of ``estimates`` against ``exact`` and its Bonferroni threshold (lt.testing)."""
-    threshold = statistics.NormalDist().inv_cdf(1.0 - significance / (2.0 * exact.size))
-    return {"max_abs_z": float(np.max(np.abs(lt.testing.z_scores(estimates, exact)))), "threshold": threshold}
+    report = lt.testing.z_test(estimates, exact)
+    return {"max_abs_z": report.max_abs_z, "threshold": report.threshold}
 
 
 def error_study(config: Config, theta_1: jax.Array, theta_2: jax.Array, key: jax.Array, *,
@@ -263,14 +274,14 @@ def error_study(config: Config, theta_1: jax.Array, theta_2: jax.Array, key: jax
         return jax.tree_util.tree_map(np.asarray, drawn)
 
     k_sweep, k_check = jax.random.split(key)
-    errors = {estimator: [] for estimator in ESTIMATORS}
+    errors = {estimator: [] for estimator in BASELINES}
     for n in tqdm(config.batch_sizes, desc="derivative error vs N", disable=not progress):
         drawn = draw(n, config.num_estimates, jax.random.fold_in(k_sweep, n))
-        for estimator in ESTIMATORS:
+        for estimator in BASELINES:
             errors[estimator].append(error_stats(drawn[estimator], exact))
     drawn = draw(config.check_batch, config.check_estimates, k_check)
     bias_check = {estimator: {name: z_test(drawn[estimator][name], exact[name]) for name in QUANTITIES}
-                  for estimator in ESTIMATORS}
+                  for estimator in BASELINES}
     return {
         "exact": jax.tree_util.tree_map(np.ndarray.tolist, exact),
         "exact_norm": {name: float(np.linalg.norm(exact[name])) for name in QUANTITIES},
@@ -403,7 +414,7 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
     for q in QUANTITIES:
         ax_err.plot([], [], color=COLORS[q], marker="o", ms=4, label=LABELS[q])
     ax_err.plot([], [], "k:", label=r"$\propto 1/\sqrt{N}$")
-    for estimator in ESTIMATORS:
+    for estimator in BASELINES:
         ax_corr.plot([], [], color="k", ls=STYLES[estimator], label=LABELS[estimator])
     ax_err.set(yscale="log", ylabel=r"relative RMS error $\sqrt{E\|\hat D - D\|^2} / \|D\|$",
                title="Error of estimated derivatives D of agent 1's value")

@@ -14,13 +14,15 @@ objective is an exact sum over all 4^6 = 4096 sequences,
     J(θ) = Σ_y π_θ(y) R(y),
 
 one batched log-probability evaluation, and ``jax.grad`` of it is the exact
-gradient. Every estimator samples a group of G sequences and is one reverse
-pass over the surrogate of ``lt.rl.policy_gradient_loss`` (advantages under
-stop-gradient):
+gradient (the ``"exact"`` entry of :data:`METHODS`, J wrapped as an
+estimator with ``lt.from_loss``). Every other method is ``lt.score_function``
+with the policy as a family (:func:`policy`), G sequences per estimate, and a
+baseline b_i, so that A_i = R_i - b_i (samples and baselines under
+stop-gradient, one reverse pass):
 
     reinforce   A_i = R_i                                         unbiased
-    rloo        A_i = R_i - mean_{j≠i} R_j                        unbiased
-    grpo        A_i = (R_i - mean_j R_j) / (std_j R_j + ε)         biased
+    rloo        A_i = R_i - mean_{j≠i} R_j                        unbiased (lt.baselines.leave_one_out)
+    grpo        A_i = (R_i - mean_j R_j) / (std_j R_j + ε)         biased   (lt.baselines.group_normalised)
 
 ĝ = (1/G) Σ_i A_i ∇ log π_θ(y_i). A GRPO estimate is a positive multiple
 of the RLOO estimate from the same group, A^grpo = (G-1)/G · A^rloo / (std + ε),
@@ -57,7 +59,6 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import statistics
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -71,8 +72,7 @@ from tqdm import tqdm
 import logtrick as lt
 from experiments import common
 
-ESTIMATORS = ("reinforce", "rloo", "grpo")
-METHODS = ("exact", *ESTIMATORS)
+ESTIMATORS = ("reinforce", "rloo", "grpo")  # the sampled methods of METHODS, whose accuracy is studied
 LABELS = {
     "exact": "exact gradient",
     "reinforce": "REINFORCE (no baseline)",
@@ -230,64 +230,51 @@ def exact_objective(config: Config, params: Params) -> jax.Array:
     return jnp.exp(all_log_probs(config, params)) @ rewards
 
 
-def advantages(config: Config, estimator: str, rewards: jax.Array) -> jax.Array:
-    """Per-sequence weights A_i of a group of rewards, shape (G,).
+def policy(config: Config) -> lt.Family:
+    """π_θ as a family: ``sample(params, key, n)`` draws n sequences (n, L); ``log_prob(params, y)`` is log π(y)."""
 
-    RLOO and GRPO advantages are exactly zero for a group of equal rewards.
+    def sample_n(params, key, n):
+        return jax.vmap(lambda k: sample(config, params, k))(jax.random.split(key, n))
+
+    return lt.Family(sample=sample_n, log_prob=lambda params, y: log_prob(config, params, y))
+
+
+def exact_estimator(config: Config) -> lt.Estimator:
+    """J(θ) under the estimator contract: its value is J and its gradient the exact ∇J; key ignored, state ()."""
+
+    def loss(params, state, key):
+        del key
+        rewards = jax.vmap(lambda y: reward(config, y))(all_sequences(config))
+        return exact_objective(config, params), (state, {"f": rewards})
+
+    return lt.from_loss(lambda params: (), loss, caller="sequence_policy.exact_estimator")
+
+
+def _score_function(config: Config, baseline: lt.Baseline | None) -> lt.Estimator:
+    return lt.score_function(lambda y: reward(config, y), policy(config), num_samples=config.group_size,
+                             baseline=baseline)
+
+
+METHODS: dict[str, Callable[[Config], lt.Estimator]] = {
+    "exact": exact_estimator,
+    "reinforce": lambda config: _score_function(config, None),
+    "rloo": lambda config: _score_function(config, lt.baselines.leave_one_out()),
+    "grpo": lambda config: _score_function(config, lt.baselines.group_normalised(config.grpo_eps)),
+}
+
+
+def make_block(config: Config, estimator: lt.Estimator) -> Callable:
+    """``block(carry, key) -> (carry, J)``: ``log_every`` Adam ascent steps along ``estimator``'s gradient, then J.
+
+    ``carry`` is ``(params, opt_state, estimator_state)``.
     """
-    if estimator == "reinforce":
-        return rewards
-    if estimator == "rloo":
-        return lt.rl.leave_one_out_advantages(rewards)
-    if estimator == "grpo":
-        return lt.rl.group_normalised_advantages(rewards, eps=config.grpo_eps)
-    raise ValueError(f"advantages: `estimator` must be one of {ESTIMATORS}, got {estimator!r}")
-
-
-def sample_group(config: Config, params: Params, key: jax.Array) -> jax.Array:
-    """G independent sequences y_i ~ π, shape (G, L)."""
-    return jax.vmap(lambda k: sample(config, params, k))(jax.random.split(key, config.group_size))
-
-
-def estimate_gradient(config: Config, estimator: str, params: Params, key: jax.Array) -> Params:
-    """ĝ = (1/G) Σ_i A_i ∇ log π(y_i) from G sampled sequences: one reverse pass, an ascent direction.
-
-    The surrogate is L · mean_i ``lt.rl.policy_gradient_loss`` of sequence i,
-    with the sequence-level advantage A_i at each of its L tokens, i.e.
-    -(1/G) Σ_i A_i Σ_t log π(y_{i,t} | y_{i,<t}).
-    """
-    ys = sample_group(config, params, key)
-    adv = advantages(config, estimator, jax.vmap(lambda y: reward(config, y))(ys))
-    adv_t = jnp.broadcast_to(adv[:, None], ys.shape)
-
-    def surrogate(theta):
-        logits = jax.vmap(lambda y: token_logits(config, theta, y))(ys)
-        per_sequence = jax.vmap(lt.rl.policy_gradient_loss)(logits, ys, adv_t, jnp.ones(ys.shape))
-        return config.length * jnp.mean(per_sequence)
-
-    return jax.tree_util.tree_map(jnp.negative, jax.grad(surrogate)(params))
-
-
-def make_block(config: Config, method: str) -> Callable:
-    """``block((params, opt_state), key) -> ((params, opt_state), J)``: ``log_every`` Adam ascent steps, then J.
-
-    ``method`` is ``"exact"`` (∇J itself, V^L reward evaluations per step) or
-    one of :data:`ESTIMATORS` (G reward evaluations per step).
-    """
-    if method not in METHODS:
-        raise ValueError(f"make_block: `method` must be one of {METHODS}, got {method!r}")
     optimizer = optax.adam(config.learning_rate)
 
-    def gradient(params, key):
-        if method == "exact":
-            return jax.grad(lambda p: exact_objective(config, p))(params)
-        return estimate_gradient(config, method, params, key)
-
     def step(carry, key):
-        params, opt_state = carry
-        ascent = jax.tree_util.tree_map(jnp.negative, gradient(params, key))
-        updates, opt_state = optimizer.update(ascent, opt_state)
-        return (optax.apply_updates(params, updates), opt_state), None
+        params, opt_state, state = carry
+        grads, state, _ = estimator.estimate(params, state, key)
+        updates, opt_state = optimizer.update(jax.tree_util.tree_map(jnp.negative, grads), opt_state)
+        return (optax.apply_updates(params, updates), opt_state, state), None
 
     def block(carry, key):
         carry, _ = jax.lax.scan(step, carry, jax.random.split(key, config.log_every))
@@ -304,12 +291,15 @@ def make_train(config: Config) -> Callable[[Params, jax.Array], dict[str, jax.Ar
     """
     num_blocks = config.num_steps // config.log_every
 
+    def curve(estimator, params, block_keys):
+        carry = (params, optax.adam(config.learning_rate).init(params), estimator.init(params))
+        return jax.lax.scan(make_block(config, estimator), carry, block_keys)[1]
+
     def train(params, key):
-        carry = (params, optax.adam(config.learning_rate).init(params))
         start = exact_objective(config, params)[None]
         block_keys = jax.random.split(key, num_blocks)
-        return {method: jnp.concatenate([start, jax.lax.scan(make_block(config, method), carry, block_keys)[1]])
-                for method in METHODS}
+        return {name: jnp.concatenate([start, curve(make(config), params, block_keys)])
+                for name, make in METHODS.items()}
 
     return train
 
@@ -334,14 +324,20 @@ def probe_policies(config: Config, params: Params) -> list[tuple[Params, float, 
     return probes
 
 
-def make_draw(config: Config) -> Callable[[Params, jax.Array], dict[str, jax.Array]]:
-    """``draw(params, keys) -> {estimator: estimates}``, flattened, shape (len(keys), num_params).
+def make_draw(config: Config) -> Callable[[Params, jax.Array], tuple[dict[str, jax.Array], jax.Array]]:
+    """``draw(params, keys) -> ({estimator: estimates}, rewards)``: estimates flattened, (len(keys), num_params);
+    the rewards of each group, (len(keys), G).
 
     Every estimator sees the same sampled groups (common random numbers).
     """
+    estimators = {e: METHODS[e](config) for e in ESTIMATORS}
 
     def one(params, key):
-        return {e: ravel_pytree(estimate_gradient(config, e, params, key))[0] for e in ESTIMATORS}
+        estimates = {}
+        for e, est in estimators.items():
+            grads, _, aux = est.estimate(params, est.init(params), key)
+            estimates[e] = ravel_pytree(grads)[0]
+        return estimates, aux["f"]  # the same group's rewards for every estimator
 
     return jax.vmap(one, (None, 0))
 
@@ -349,17 +345,18 @@ def make_draw(config: Config) -> Callable[[Params, jax.Array], dict[str, jax.Arr
 def accuracy(estimates: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
     """Bias, variance and direction of M independent estimates (M, P) of the gradient ``exact`` (P,).
 
-    Returns relative bias ‖ḡ - ∇J‖ / ‖∇J‖ (ḡ the mean estimate) with its
-    noise floor √(tr Var / M) / ‖∇J‖ (its size for an unbiased estimator) and
-    the max |z| of ``lt.testing.z_scores``; the same max |z| against c ∇J
-    with the best scale c = ⟨ḡ, ∇J⟩ / ‖∇J‖² (a bias of direction, not of
+    From ``lt.testing.accuracy``: relative bias ‖ḡ - ∇J‖ / ‖∇J‖ (ḡ the mean
+    estimate), relative RMSE, cos(ḡ, ∇J), the mean of cos(ĝ, ∇J) over single
+    estimates (0 for an estimate that is exactly zero: a group of equal
+    rewards gives RLOO and GRPO nothing), and its z-test's max |z| and
+    threshold. Besides: the bias's noise floor √(tr Var / M) / ‖∇J‖ (its size
+    for an unbiased estimator); the max |z| of ``lt.testing.z_test`` against
+    c ∇J with the best scale c = ⟨ḡ, ∇J⟩ / ‖∇J‖² (a bias of direction, not of
     scale); relative total variance tr Var / ‖∇J‖²; the signal-to-noise ratio
-    ‖ḡ‖² / tr Var (scale-free); cos(ḡ, ∇J); and the mean and quartiles of
-    cos(ĝ, ∇J) over single estimates, taken as 0 for an estimate that is
-    exactly zero (a group of equal rewards gives RLOO and GRPO nothing), and
-    the fraction of such estimates.
+    ‖ḡ‖² / tr Var (scale-free); the quartiles of cos(ĝ, ∇J); and the fraction
+    of zero estimates.
     """
-    m = estimates.shape[0]
+    shared = lt.testing.accuracy(estimates, exact)
     norm = np.linalg.norm(exact)
     mean = estimates.mean(axis=0)
     total_variance = float(np.sum(estimates.var(axis=0, ddof=1)))
@@ -368,15 +365,17 @@ def accuracy(estimates: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
     zero = norms == 0.0
     cosines = np.where(zero, 0.0, estimates @ exact / (np.where(zero, 1.0, norms) * norm))
     return {
-        "relative_bias": float(np.linalg.norm(mean - exact) / norm),
-        "relative_bias_noise_floor": float(np.sqrt(total_variance / m) / norm),
-        "max_abs_z": float(np.max(np.abs(lt.testing.z_scores(estimates, exact)))),
+        "relative_bias": shared.relative_bias,
+        "relative_bias_noise_floor": float(np.sqrt(total_variance / shared.num_estimates) / norm),
+        "relative_rmse": shared.relative_rmse,
+        "max_abs_z": shared.max_abs_z,
+        "threshold": shared.threshold,
         "best_scale": scale,
-        "max_abs_z_best_scale": float(np.max(np.abs(lt.testing.z_scores(estimates, scale * exact)))),
+        "max_abs_z_best_scale": lt.testing.z_test(estimates, scale * exact).max_abs_z,
         "relative_variance": total_variance / norm ** 2,
         "signal_to_noise": float(mean @ mean / total_variance),
-        "cosine_of_mean": float(mean @ exact / (np.linalg.norm(mean) * norm)),
-        "mean_cosine": float(cosines.mean()),
+        "cosine_of_mean": shared.cosine_of_mean,
+        "mean_cosine": shared.cosine,
         "cosine_quartiles": np.quantile(cosines, [0.25, 0.5, 0.75]).tolist(),
         "zero_fraction": float(zero.mean()),
     }
@@ -392,12 +391,12 @@ def run(config: Config, *, progress: bool = False) -> dict[str, Any]:
         jax.vmap(lambda y: reward(config, y))(all_sequences(config)), all_log_probs(config, p)))(params)
     rewards, log_probs = np.asarray(rewards), np.asarray(log_probs, np.float64)
 
-    draw = jax.jit(make_draw(config))
+    draw = jax.jit(make_draw(config), compiler_options=common.FAST_COMPILE)  # compile time dominates
     keys = jax.random.split(k_accuracy, config.num_estimates)
     probes = []
     policies = zip(probe_policies(config, params), config.probe_steps)
     for (probe, objective, exact), steps in tqdm(list(policies), desc="gradient accuracy", disable=not progress):
-        drawn = draw(probe, keys)
+        drawn, _ = draw(probe, keys)
         probes.append({
             "steps": steps,
             "objective": objective,
@@ -410,19 +409,18 @@ def run(config: Config, *, progress: bool = False) -> dict[str, Any]:
     seed_params = [init(k) for k in jax.random.split(k_init, config.num_seeds)]
     seed_params = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *seed_params)
     trained = jax.jit(jax.vmap(make_train(config)))(seed_params, jax.random.split(k_train, config.num_seeds))
-    num_params = int(ravel_pytree(params)[0].size)
     return {
         "config": dataclasses.asdict(config),
         "seed": config.seed,
-        "num_params": num_params,
+        "num_params": int(ravel_pytree(params)[0].size),
         "num_sequences": int(rewards.size),
         "reward_max": float(rewards.max()),
         "reward_uniform_mean": float(rewards.mean()),
         "initial_probability_sum": float(np.exp(log_probs).sum()),
-        "z_threshold": statistics.NormalDist().inv_cdf(1.0 - 1e-3 / (2.0 * num_params)),
+        "z_threshold": probes[0]["estimators"][ESTIMATORS[0]]["threshold"],
         "probes": probes,
         "steps": list(range(0, config.num_steps + 1, config.log_every)),
-        "objective": {method: np.asarray(trained[method]).tolist() for method in METHODS},
+        "objective": {name: np.asarray(trained[name]).tolist() for name in METHODS},
     }
 
 

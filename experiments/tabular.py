@@ -12,12 +12,16 @@ over a logits table, compares gradient estimators built from sampled episodes
 with ``exact``, the gradient of the dynamic-programming return
 ``lt.rl.tabular.exact_return``. Two studies:
 
+Every method is an estimator under the library's contract
+(``lt.rl.tabular.reinforce``, ``lt.rl.tabular.exact_estimator``), so one
+training loop serves them all. Two studies:
+
 1. training: Adam ascent on the logits from the uniform policy, every variant
    with the same step size; the exact return J of the current policy per step;
-2. gradient error at the uniform policy versus the number of episodes N:
-   relative RMS error √E‖ĝ - ∇J‖² / ‖∇J‖ (a 1/√N line for unbiased
-   estimators; GRPO levels off at its bias), the direction error
-   1 - E cos(ĝ, ∇J), and the measured bias with its z-score.
+2. gradient error at the uniform policy versus the number of episodes N
+   (``lt.testing.accuracy``): relative RMS error √E‖ĝ - ∇J‖² / ‖∇J‖ (a 1/√N
+   line for unbiased estimators; GRPO levels off at its bias), the direction
+   error 1 - E cos(ĝ, ∇J), and the measured bias with its z-test.
 
     python -m experiments.tabular [--quick]
 
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import statistics
 from typing import Any, Callable
 
 import jax
@@ -42,13 +45,13 @@ import logtrick as lt
 from experiments import common
 from logtrick.rl import tabular
 
-# name: (reward_to_go, baseline) of lt.rl.tabular.policy_gradient.
+# name: the options of lt.rl.tabular.reinforce.
 VARIANTS = {
-    "plain": (False, None),
-    "reward_to_go": (True, None),
-    "rloo": (True, "leave_one_out"),
-    "grpo": (True, "grpo"),
-    "value": (True, "value"),
+    "plain": dict(reward_to_go=False, baseline=None),
+    "reward_to_go": dict(reward_to_go=True, baseline=None),
+    "rloo": dict(reward_to_go=True, baseline="leave_one_out"),
+    "grpo": dict(reward_to_go=True, baseline="grpo"),
+    "value": dict(reward_to_go=True, baseline="value"),
 }
 LABELS = {
     "exact": "exact gradient",
@@ -100,16 +103,31 @@ QUICK = Config(num_mdps=2, num_states=4, num_actions=3, horizon=5, num_steps=20,
                episode_counts=(4,), num_estimates=40)
 
 
-def gradient_fn(config: Config, variant: str, num_episodes: int) -> Callable:
-    """``(mdp, logits, key) -> ∇J`` estimate of one variant, or the exact gradient."""
-    if variant == "exact":
-        exact = jax.grad(tabular.exact_return, argnums=1)
-        return lambda mdp, logits, key: exact(mdp, logits, horizon=config.horizon, gamma=config.gamma)
-    reward_to_go, baseline = VARIANTS[variant]
+def make_exact(config: Config, mdp: tabular.MDP, num_episodes: int) -> lt.Estimator:
+    """The exact gradient, as an estimator."""
+    del num_episodes
+    return tabular.exact_estimator(mdp, horizon=config.horizon, gamma=config.gamma)
+
+
+def make_reinforce(options: dict[str, Any]) -> Callable[[Config, tabular.MDP, int], lt.Estimator]:
+    """The factory of ``lt.rl.tabular.reinforce`` with ``options``."""
+
+    def make(config, mdp, num_episodes):
+        return tabular.reinforce(mdp, horizon=config.horizon, gamma=config.gamma, num_episodes=num_episodes,
+                                 **options)
+
+    return make
+
+
+# name: (config, mdp, num_episodes) -> estimator.
+METHODS = {"exact": make_exact, **{name: make_reinforce(options) for name, options in VARIANTS.items()}}
+
+
+def gradient_fn(config: Config, method: str, num_episodes: int) -> Callable:
+    """``(mdp, logits, key) -> ∇J`` estimate of one method."""
 
     def estimate(mdp, logits, key):
-        return tabular.policy_gradient(mdp, logits, key, horizon=config.horizon, gamma=config.gamma,
-                                       num_episodes=num_episodes, reward_to_go=reward_to_go, baseline=baseline)
+        return METHODS[method](config, mdp, num_episodes).estimate(logits, (), key)[0]
 
     return estimate
 
@@ -134,8 +152,7 @@ def make_train(config: Config) -> Callable[[tabular.MDP, jax.Array], dict[str, j
         return jnp.concatenate([exact_return(mdp, logits)[None], curve])
 
     def train(mdp, key):
-        return {variant: train_one(gradient_fn(config, variant, config.num_episodes), mdp, key)
-                for variant in ("exact", *VARIANTS)}
+        return {method: train_one(gradient_fn(config, method, config.num_episodes), mdp, key) for method in METHODS}
 
     return train
 
@@ -144,37 +161,24 @@ def gradient_error(config: Config, num_episodes: int, mdps: tabular.MDP, logits:
                    key: jax.Array) -> dict[str, Any]:
     """Accuracy of N-episode estimates, per variant and MDP.
 
-    Returns, per variant, lists over MDPs of: the relative RMS error, the
-    relative bias ‖E ĝ - ∇J‖ / ‖∇J‖ and the max |z| of its coordinates,
-    cos(E ĝ, ∇J) (direction of the mean) and E cos(ĝ, ∇J) (of one estimate).
-    ``logits`` and ``exact`` (the exact gradients) have a leading MDP axis. All
-    variants share the sampled episodes of each estimate (common random numbers).
+    Returns, per variant, lists over MDPs of the fields of
+    ``lt.testing.accuracy``: relative RMS error, relative bias
+    ‖E ĝ - ∇J‖ / ‖∇J‖, E cos(ĝ, ∇J) (of one estimate), cos(E ĝ, ∇J) (of
+    the mean), max |z| and its Bonferroni threshold. ``logits`` and ``exact``
+    (the exact gradients) have a leading MDP axis. All variants share the
+    sampled episodes of each estimate (common random numbers).
     """
-    norm = np.linalg.norm(exact.reshape(config.num_mdps, -1), axis=1)
 
     def all_variants(mdp, logits, key):
         return {variant: gradient_fn(config, variant, num_episodes)(mdp, logits, key) for variant in VARIANTS}
 
     keys = jax.random.split(key, config.num_mdps * config.num_estimates).reshape(config.num_mdps, -1)
-    draw = jax.jit(jax.vmap(jax.vmap(all_variants, (None, None, 0))))
-    drawn = draw(mdps, logits, keys)
+    drawn = jax.jit(jax.vmap(jax.vmap(all_variants, (None, None, 0))))(mdps, logits, keys)
     out = {}
     for variant in VARIANTS:
         estimates = np.asarray(drawn[variant], np.float64)
-        sq_error = np.sum((estimates - exact[:, None]) ** 2, axis=(2, 3))
-        mean = estimates.mean(axis=1).reshape(config.num_mdps, -1)
-        bias = np.linalg.norm(mean - exact.reshape(config.num_mdps, -1), axis=1)
-        cosine = np.sum(mean * exact.reshape(config.num_mdps, -1), axis=1) / (np.linalg.norm(mean, axis=1) * norm)
-        flat = estimates.reshape(config.num_mdps, config.num_estimates, -1)
-        each_cosine = np.einsum("mij,mj->mi", flat, exact.reshape(config.num_mdps, -1)) / (
-            np.linalg.norm(flat, axis=2) * norm[:, None])
-        out[variant] = {
-            "relative_rmse": (np.sqrt(sq_error.mean(axis=1)) / norm).tolist(),
-            "relative_bias": (bias / norm).tolist(),
-            "cosine": cosine.tolist(),
-            "mean_cosine": each_cosine.mean(axis=1).tolist(),
-            "max_abs_z": [float(np.max(np.abs(lt.testing.z_scores(e, x)))) for e, x in zip(estimates, exact)],
-        }
+        accuracies = [lt.testing.accuracy(e, x)._asdict() for e, x in zip(estimates, exact)]
+        out[variant] = {field: [a[field] for a in accuracies] for field in lt.testing.Accuracy._fields}
     return out
 
 
@@ -188,7 +192,7 @@ def run(config: Config, *, progress: bool = False) -> dict[str, Any]:
         print("training all variants (one compiled function) ...", flush=True)
     train = jax.jit(jax.vmap(jax.vmap(make_train(config), (None, 0))))
     trained = train(mdps, train_keys)
-    curves = {variant: np.asarray(trained[variant]).tolist() for variant in ("exact", *VARIANTS)}
+    curves = {method: np.asarray(trained[method]).tolist() for method in METHODS}
 
     logits = jnp.zeros((config.num_mdps, config.num_states, config.num_actions))
     exact = jax.jit(jax.vmap(gradient_fn(config, "exact", 1), (0, 0, None)))(mdps, logits, k_error)
@@ -198,13 +202,11 @@ def run(config: Config, *, progress: bool = False) -> dict[str, Any]:
         for variant, stats in gradient_error(config, n, mdps, logits, exact, jax.random.fold_in(k_error, n)).items():
             errors[variant].append(stats)
 
-    num_coordinates = config.num_states * config.num_actions
     return {
         "config": dataclasses.asdict(config),
         "seed": config.seed,
         "returns": curves,
         "gradient_error": errors,
-        "z_threshold": statistics.NormalDist().inv_cdf(1.0 - 1e-3 / (2.0 * num_coordinates)),
     }
 
 
@@ -220,14 +222,15 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             errors = results["gradient_error"][variant]
             row.update(n_error=counts[at], relative_rmse=float(np.mean(errors[at]["relative_rmse"])),
                        n_bias=counts[-1], relative_bias=float(np.mean(errors[-1]["relative_bias"])),
-                       max_abs_z=float(np.max(errors[-1]["max_abs_z"])), cosine=float(np.mean(errors[-1]["cosine"])))
+                       max_abs_z=float(np.max(errors[-1]["max_abs_z"])), threshold=errors[-1]["threshold"][0],
+                       cosine_of_mean=float(np.mean(errors[-1]["cosine_of_mean"])))
         rows.append(row)
     return rows
 
 
 def format_table(results: dict[str, Any]) -> str:
     rows = summary_rows(results)
-    threshold = results["z_threshold"]
+    threshold = rows[1]["threshold"]
     lines = [f"{'variant':<14} {'final J':>8} {'rel. RMSE':>10} {'rel. bias':>10} {'cos':>6} {'max |z|':>8}  biased?",
              f"{'':<14} {'':>8} {'N=' + str(rows[1]['n_error']):>10} {'N=' + str(rows[1]['n_bias']):>10}"
              f" {'':>6} {'':>8}  (|z| > {threshold:.2f})"]
@@ -235,7 +238,8 @@ def format_table(results: dict[str, Any]) -> str:
         if "relative_rmse" in row:
             verdict = "yes" if row["max_abs_z"] > threshold else "no"
             lines.append(f"{row['variant']:<14} {row['final_return']:8.4f} {row['relative_rmse']:10.3f} "
-                         f"{row['relative_bias']:10.3f} {row['cosine']:6.3f} {row['max_abs_z']:8.1f}  {verdict}")
+                         f"{row['relative_bias']:10.3f} {row['cosine_of_mean']:6.3f} {row['max_abs_z']:8.1f}"
+                         f"  {verdict}")
         else:
             lines.append(f"{row['variant']:<14} {row['final_return']:8.4f} {'-':>10} {'-':>10} {'-':>6} {'-':>8}")
     return "\n".join(lines)
@@ -284,7 +288,7 @@ def plot_gradient_error(results: dict[str, Any], path: pathlib.Path) -> None:
     for variant, errors in results["gradient_error"].items():
         style = dict(color=COLORS[variant], label=LABELS[variant], ls=STYLES.get(variant, "-"), marker="o", ms=4)
         ax_rmse.plot(counts, [np.mean(e["relative_rmse"]) for e in errors], **style)
-        ax_cos.plot(counts, [1.0 - np.mean(e["mean_cosine"]) for e in errors], **style)
+        ax_cos.plot(counts, [1.0 - np.mean(e["cosine"]) for e in errors], **style)
     # The reference line runs at half the RLOO error at the largest N, below every curve.
     anchor = 0.5 * np.mean(results["gradient_error"]["rloo"][-1]["relative_rmse"]) * np.sqrt(counts[-1])
     ax_rmse.plot(counts, anchor / np.sqrt(counts), "k:", label=r"$\propto 1/\sqrt{N}$")

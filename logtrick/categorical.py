@@ -57,15 +57,14 @@ def sum_and_sample(
     Returns:
       An :class:`Estimator` for params = logits of shape (K,). ``aux``: ``"f"``
       and ``"baseline"`` for the draws, shape (N,); ``"f_summed"`` and
-      ``"summed_classes"`` (int32), shape (num_summed,). If any f value is
-      non-finite (summed or drawn), the grads are NaN and the state is
-      unchanged.
+      ``"summed_classes"`` (int32), shape (num_summed,). Both the summed and
+      the drawn f values are guarded against non-finite values.
 
     Example::
 
-        payoff = jnp.arange(8.0)
+        payoff, logits = jnp.arange(8.0), jnp.zeros(8)
         est = lt.sum_and_sample(lambda x: payoff[x], num_summed=2, num_samples=4)
-        grads, state, aux = jax.jit(est.estimate)(logits, est.init(logits), key)
+        grads, state, aux = jax.jit(est.estimate)(logits, est.init(logits), jax.random.key(0))
 
     References:
       Liu, Regier, Tripuraneni, Jordan and McAuliffe, "Rao-Blackwellized

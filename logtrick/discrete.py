@@ -1,32 +1,33 @@
 """Gradient estimators for factorised Bernoulli latents: ARM, DisARM, RELAX, REBAR, Gumbel-softmax.
 
-Every estimator here differentiates E_{b~p(b|θ)}[f(b)] with respect to logits θ
-(one floating array of any shape), b_d ~ Bernoulli(σ(θ_d)) independently, and
-``f(b) -> scalar`` for one sample b (a float array of 0s and 1s of θ's shape).
+Every estimator here differentiates E_{b~p(b|θ)}[f(b, *args)] with respect to
+logits θ (one floating array of any shape), b_d ~ Bernoulli(σ(θ_d))
+independently, and ``f(b, *args) -> scalar`` for one sample b (a float array
+of 0s and 1s of θ's shape). As everywhere in logtrick, ``loss(logits, state,
+key, *args)`` is a scalar whose value estimates E[f]; its logits derivative is
+the estimator's, its derivative in ``args`` (and in whatever f closes over) is
+the pathwise mean of ∇ f(b, *args) over the same samples.
 
-One convention for the noise, shared by all of them::
+Two kinds of noise, u ~ U(0, 1)^shape(θ):
 
-    u ~ U(0, 1)^shape(θ),   z = θ + log u - log(1 - u)   (logistic, location θ),
-    b  = H(z)          = 1[u > σ(-θ)]                    (so P(b = 1) = σ(θ)),
-    b̃ = H(θ - logit u) = 1[u < σ(θ)]                     (the antithetic partner, noise 1 - u).
+    antithetic pairs (ARM, DisARM):  b = 1[u < σ(θ)], b̃ = 1[1 - u < σ(θ)]
+                                     (:func:`logtrick.families.antithetic_bernoulli`),
+    logistic (RELAX, REBAR, Gumbel): z = θ + logit u,  b = H(z) = 1[u > σ(-θ)].
 
-The pair (b, b̃) is symmetric in law, so which one is called b does not matter
-for ARM or DisARM. The conditional z̃ ~ p(z | b, θ) of RELAX and REBAR is
-z̃ = θ + logit(ũ) with ũ uniform on the interval of u that gives b:
-ũ = σ(-θ) + v σ(θ) for b = 1 and ũ = v σ(-θ) for b = 0, v ~ U(0, 1) fresh, so
-z̃ is reparameterised through θ.
+The conditional z̃ ~ p(z | b, θ) of RELAX and REBAR is z̃ = θ + logit(ũ) with ũ
+uniform on the interval of u that gives b: ũ = σ(-θ) + v σ(θ) for b = 1 and
+ũ = v σ(-θ) for b = 0, v ~ U(0, 1) fresh, so z̃ is reparameterised through θ.
 
 The estimators, each averaged over its draws::
 
-    arm             g = (f(b) - f(b̃)) (u - ½)
+    arm             g = (f(b̃) - f(b)) (u - ½)
     disarm          g = ½ (f(b) - f(b̃)) (-1)^{b̃} 1[b ≠ b̃] σ(|θ|)          (= E[g_arm | b, b̃])
     relax           g = (f(b) - c_φ(z̃)) ∇_θ log p(b|θ) + ∇_θ c_φ(z) - ∇_θ c_φ(z̃)
     rebar           relax with c_φ(z) = η f(σ(z / λ))
     gumbel_softmax  g = ∇_θ f(σ(z / τ)), or straight-through; biased
 
-The unbiased ones are checked against exact enumeration of all 2^D outcomes;
-the bias of the Gumbel-softmax relaxation is measured. All return a
-:class:`logtrick.Estimator` with the usual non-finite guard on f.
+All return a :class:`logtrick.Estimator` built with :func:`logtrick.from_loss`
+(the usual non-finite guard on f).
 """
 
 from __future__ import annotations
@@ -39,15 +40,12 @@ import numpy as np
 import optax
 
 from logtrick import _checks
-from logtrick.dice import magic_box
 from logtrick.base import Estimator, from_loss
-
-
-def _from_surrogate(init, loss):  # interim, until this module follows the contract
-    return from_loss(init, lambda p, s, k, *a: loss(p, s, k), caller="discrete")
-from logtrick.families import bernoulli
+from logtrick.dice import magic_box
+from logtrick.families import antithetic_bernoulli, bernoulli
 
 CVParams = Any
+sg = jax.lax.stop_gradient
 
 
 class RelaxState(NamedTuple):
@@ -114,19 +112,17 @@ def _per_sample(values: jax.Array, ndim: int) -> jax.Array:
     return values.reshape(values.shape + (1,) * ndim)
 
 
-def _antithetic_pairs(f, logits, key, n, caller):
-    """u for n/2 pairs, the pairs (b, b̃), and f at both: (u, b, b̃, f(b), f(b̃), all n values)."""
-    m = n // 2
-    u = _uniform(key, (m,) + logits.shape, logits.dtype)
-    b = jax.lax.stop_gradient((u > jax.nn.sigmoid(-logits)).astype(logits.dtype))
-    b_anti = jax.lax.stop_gradient((u < jax.nn.sigmoid(logits)).astype(logits.dtype))
-    values = jax.lax.stop_gradient(_checks.per_sample(f, jnp.concatenate([b, b_anti]), n, caller=caller, name="f"))
-    return u, b, b_anti, values[:m], values[m:], values
+def _antithetic_pairs(f, logits, key, n, args, caller):
+    """u for n/2 pairs (drawn as ``bernoulli().antithetic_sample`` draws it), the samples [b; b̃], f at them."""
+    u = jax.random.uniform(key, (n // 2,) + logits.shape, logits.dtype)
+    samples = sg(jnp.concatenate(antithetic_bernoulli(logits, u)))
+    values = _checks.per_sample(lambda b: f(b, *args), samples, n, caller=caller, name="f")
+    return u, samples, values
 
 
-def _gradient_surrogate(logits: jax.Array, grad: jax.Array, values: jax.Array) -> jax.Array:
-    """mean f + <sg(g), θ - sg(θ)>: value mean f, first derivative g (first order only)."""
-    return jnp.mean(values) + jnp.sum(jax.lax.stop_gradient(grad) * (logits - jax.lax.stop_gradient(logits)))
+def _first_order_loss(logits: jax.Array, grad: jax.Array, values: jax.Array) -> jax.Array:
+    """mean f + <sg(g), θ - sg(θ)>: value mean f, θ-derivative g, args-derivative mean ∇f (first order only)."""
+    return jnp.mean(values) + jnp.sum(sg(grad) * (logits - sg(logits)))
 
 
 def _stateless_init(caller):
@@ -137,28 +133,34 @@ def _stateless_init(caller):
     return init
 
 
-def arm(f: Callable[[jax.Array], jax.Array], *, num_samples: int) -> Estimator:
+def arm(f: Callable[..., jax.Array], *, num_samples: int) -> Estimator:
     """The Augment-REINFORCE-Merge (ARM) estimator for Bernoulli logits.
 
-    ∇_θ E[f(b)] = E_u[(f(b) - f(b̃)) (u - ½)],  b = 1[u > σ(-θ)], b̃ = 1[u < σ(θ)],
+    ∇_θ E[f(b)] = E_u[(f(b̃) - f(b)) (u - ½)],  b = 1[u < σ(θ)], b̃ = 1[1 - u < σ(θ)],
     one u ~ U(0,1)^D per antithetic pair; averaged over num_samples / 2 pairs.
 
-    The surrogate is mean f + <sg(g), θ - sg(θ)>, so its first derivative is the
-    estimate g; higher derivatives of it are not estimates of anything.
+    The loss is mean f + <sg(g), θ - sg(θ)> over the 2 × num_samples / 2 f
+    values: its first derivative in θ is the ARM estimate g, in ``args`` the
+    mean of ∇_args f over both members of every pair (each member is a draw
+    from p(b|θ)). Higher derivatives of it are not estimates of anything.
 
     Args:
-      f: ``f(b) -> scalar`` for one sample b (0/1 floats, θ's shape); a black box.
+      f: ``f(b, *args) -> scalar`` for one sample b (0/1 floats, θ's shape); a
+        black box in b, differentiated in ``args``.
       num_samples: f evaluations per estimate, two per pair, so even (≥ 2).
 
     Returns:
       An :class:`logtrick.Estimator` on logits θ (one floating array, any
-      shape); state ``()``; ``aux["f"]``, shape (num_samples,): f(b) of every
-      pair, then f(b̃) of every pair.
+      shape); state ``()``; ``aux``: ``"samples"``, shape (num_samples,) +
+      θ.shape, b of every pair then b̃ of every pair, as
+      ``lt.families.bernoulli().antithetic_sample`` draws them from the same
+      key; ``"f"``, f at them, shape (num_samples,).
 
     Example::
 
-        est = lt.discrete.arm(lambda b: jnp.sum((b - 0.4) ** 2), num_samples=8)
-        grads, state, aux = jax.jit(est.estimate)(logits, est.init(logits), key)
+        est = lt.discrete.arm(lambda b, w: jnp.sum((b - w) ** 2), num_samples=8)
+        logits, w = jnp.zeros(3), jnp.full(3, 0.4)
+        grads, state, aux = jax.jit(est.estimate)(logits, est.init(logits), jax.random.key(0), w)
 
     References:
       Yin and Zhou, "ARM: Augment-REINFORCE-Merge Gradient for Stochastic
@@ -166,37 +168,39 @@ def arm(f: Callable[[jax.Array], jax.Array], *, num_samples: int) -> Estimator:
     """
     n = _even_num_samples(num_samples, "arm")
 
-    def surrogate_with_aux(params, state, key):
+    def loss(params, state, key, *args):
         logits = _logits(params, "arm")
-        u, _, _, f_b, f_anti, values = _antithetic_pairs(f, logits, key, n, "arm")
-        grad = jnp.mean(_per_sample(f_b - f_anti, logits.ndim) * (u - 0.5), axis=0)
-        return _gradient_surrogate(logits, grad, values), (state, {"f": values})
+        u, samples, values = _antithetic_pairs(f, logits, key, n, args, "arm")
+        f_b, f_partner = jnp.split(sg(values), 2)
+        grad = jnp.mean(_per_sample(f_partner - f_b, logits.ndim) * (u - 0.5), axis=0)
+        return _first_order_loss(logits, grad, values), (state, {"f": sg(values), "samples": samples})
 
-    return _from_surrogate(_stateless_init("arm"), surrogate_with_aux)
+    return from_loss(_stateless_init("arm"), loss, caller="arm")
 
 
-def disarm(f: Callable[[jax.Array], jax.Array], *, num_samples: int) -> Estimator:
+def disarm(f: Callable[..., jax.Array], *, num_samples: int) -> Estimator:
     """The DisARM estimator: ARM with the noise u integrated out given (b, b̃).
 
     g_d = ½ (f(b) - f(b̃)) (-1)^{b̃_d} 1[b_d ≠ b̃_d] σ(|θ_d|),  (b, b̃) as in
     :func:`arm`; averaged over num_samples / 2 pairs. g_d = E[g_ARM,d | b, b̃],
     so every coordinate's variance is at most ARM's, at the same cost. The
-    factor is symmetric in (b, b̃). The surrogate is first order only, as for
-    :func:`arm`.
+    factor is symmetric in (b, b̃). The loss is that of :func:`arm` with this
+    g: first order only, its args-derivative the pathwise mean of ∇_args f.
 
     Args:
-      f: ``f(b) -> scalar`` for one sample b; a black box.
+      f: ``f(b, *args) -> scalar`` for one sample b; a black box in b,
+        differentiated in ``args``.
       num_samples: f evaluations per estimate, two per pair, so even (≥ 2).
 
     Returns:
-      An :class:`logtrick.Estimator` on logits θ; state ``()``; ``aux["f"]``,
-      shape (num_samples,), laid out as in :func:`arm`. With the same key the
-      pairs are those of :func:`arm`.
+      An :class:`logtrick.Estimator` on logits θ; state ``()``; ``aux`` as in
+      :func:`arm`. With the same key the pairs are those of :func:`arm`.
 
     Example::
 
-        est = lt.discrete.disarm(lambda b: jnp.sum((b - 0.4) ** 2), num_samples=8)
-        grads, state, aux = jax.jit(est.estimate)(logits, est.init(logits), key)
+        est = lt.discrete.disarm(lambda b, w: jnp.sum((b - w) ** 2), num_samples=8)
+        logits, w = jnp.zeros(3), jnp.full(3, 0.4)
+        grads, state, aux = jax.jit(est.estimate)(logits, est.init(logits), jax.random.key(0), w)
 
     References:
       Dong, Mnih and Tucker, "DisARM: An Antithetic Gradient Estimator for
@@ -204,19 +208,57 @@ def disarm(f: Callable[[jax.Array], jax.Array], *, num_samples: int) -> Estimato
     """
     n = _even_num_samples(num_samples, "disarm")
 
-    def surrogate_with_aux(params, state, key):
+    def loss(params, state, key, *args):
         logits = _logits(params, "disarm")
-        _, b, b_anti, f_b, f_anti, values = _antithetic_pairs(f, logits, key, n, "disarm")
-        weight = (1 - 2 * b_anti) * (b != b_anti) * jax.nn.sigmoid(jnp.abs(logits))
-        grad = jnp.mean(0.5 * _per_sample(f_b - f_anti, logits.ndim) * weight, axis=0)
-        return _gradient_surrogate(logits, grad, values), (state, {"f": values})
+        _, samples, values = _antithetic_pairs(f, logits, key, n, args, "disarm")
+        b, b_partner = jnp.split(samples, 2)
+        f_b, f_partner = jnp.split(sg(values), 2)
+        weight = (1 - 2 * b_partner) * (b != b_partner) * jax.nn.sigmoid(jnp.abs(logits))
+        grad = jnp.mean(0.5 * _per_sample(f_b - f_partner, logits.ndim) * weight, axis=0)
+        return _first_order_loss(logits, grad, values), (state, {"f": sg(values), "samples": samples})
 
-    return _from_surrogate(_stateless_init("disarm"), surrogate_with_aux)
+    return from_loss(_stateless_init("disarm"), loss, caller="disarm")
+
+
+class _Draws(NamedTuple):
+    """RELAX's noise and samples for n draws: u, v ~ U(0, 1) and b = H(θ + logit u), each (n,) + θ.shape."""
+
+    u: jax.Array
+    v: jax.Array
+    samples: jax.Array
+
+
+def _relax_loss(control, theta, phi, draws, values, args):
+    """mean over draws of (f - c(z̃')) ⊡(log p(b|θ)) + c(z̃') + [c(z) - c(z')] - [c(z̃) - c(z̃')].
+
+    ' evaluates c at stop_gradient(z): the value is mean f, the θ-derivative
+    ĝ, and the args-derivatives of the c terms cancel, leaving mean ∇_args f.
+    """
+    z = theta + _logit(draws.u)
+    z_cond = _conditional_logistic(theta, draws.samples, draws.v)
+    c_cond = control(phi, sg(z_cond), args)
+    per_draw = ((values - c_cond) * magic_box(_bernoulli_log_prob(theta, draws.samples)) + c_cond
+                + control(phi, z, args) - control(phi, sg(z), args)
+                - control(phi, z_cond, args) + c_cond)
+    return jnp.mean(per_draw)
+
+
+def _cv_loss(phi, control, theta, draws, values, args):
+    """Σ_d ĝ_d², ĝ = ∇_θ of :func:`_relax_loss`, a differentiable function of φ."""
+    return jnp.sum(jax.grad(_relax_loss, argnums=1)(control, theta, phi, draws, values, args) ** 2)
+
+
+def _cv_step(optimizer, state: RelaxState, cv_grads) -> RelaxState:
+    """One optimizer step on the control variate's parameters; the state unchanged without an optimizer."""
+    if optimizer is None:
+        return state
+    updates, opt_state = optimizer.update(cv_grads, state.opt_state, state.cv_params)
+    return RelaxState(optax.apply_updates(state.cv_params, updates), opt_state)
 
 
 def relax(
-    f: Callable[[jax.Array], jax.Array],
-    control_variate: Callable[[CVParams, jax.Array], jax.Array],
+    f: Callable[..., jax.Array],
+    control_variate: Callable[..., jax.Array],
     cv_params: CVParams,
     *,
     num_samples: int = 1,
@@ -229,37 +271,48 @@ def relax(
     the module docstring); averaged over num_samples draws. Unbiased for every φ:
     E[c(z̃) ∇_θ log p(b|θ) + ∇_θ c(z̃)] = ∇_θ E_b[E[c(z̃)|b]] = ∇_θ E[c(z)] = E[∇_θ c(z)].
 
-    The surrogate, per draw, is
+    The loss, per draw, is
     (f - c(z̃')) ⊡(log p(b|θ)) + c(z̃') + [c(z) - c(z')] - [c(z̃) - c(z̃')],
-    with ⊡ = :func:`logtrick.magic_box`, where ' stops the gradient to θ only
-    (c is evaluated at stop_gradient(z)),
-    so its value is f and its θ-gradient is ĝ, while ĝ stays a differentiable
-    function of φ. Each ``estimate`` also takes one ``optimizer`` step on φ
-    minimising cv_loss = Σ_d ĝ_d², whose expected φ-gradient is that of the
-    estimator's variance. The returned grads are ĝ with the incoming φ.
-    First order only: higher θ-derivatives of the surrogate are not estimates.
+    ⊡ = :func:`logtrick.magic_box`, ' evaluating c at stop_gradient(z). Its
+    value is f, its θ-derivative ĝ, its args-derivative ∇_args f (the c
+    terms' args-derivatives cancel exactly); first order only.
+
+    The control variate is trained to minimise cv_loss = Σ_d ĝ_d², whose
+    expected φ-gradient is that of the estimator's variance (E ĝ does not
+    depend on φ). Every call computes ĝ (through ``params`` only, with the
+    incoming φ) and the φ-gradient of Σ ĝ² into ``aux``, so the caller can
+    train φ with any optimizer, e.g. on ``aux["cv_grads"]`` averaged over a
+    vmapped batch; with ``optimizer`` the estimator also takes that step
+    itself and returns the new φ in its state.
 
     Args:
-      f: ``f(b) -> scalar`` for one sample b; a black box.
-      control_variate: ``control_variate(cv_params, z) -> scalar`` for one z
-        (θ's shape); differentiable in z and cv_params.
+      f: ``f(b, *args) -> scalar`` for one sample b; a black box in b,
+        differentiated in ``args``.
+      control_variate: ``control_variate(cv_params, z, *args) -> scalar`` for
+        one z (θ's shape), ``args`` those of ``loss``; differentiable in z and
+        cv_params.
       cv_params: initial control-variate parameters (any pytree).
       num_samples: draws b per estimate (= discrete f evaluations), ≥ 1.
-      optimizer: an optax transformation for cv_params; None keeps φ fixed.
+      optimizer: an optax transformation the estimator applies to cv_params
+        on every call; None leaves them to the caller.
 
     Returns:
-      An :class:`logtrick.Estimator` on logits θ; state :class:`RelaxState`;
-      ``aux["f"]`` shape (num_samples,), ``aux["cv_loss"]`` scalar (Σ_d ĝ_d² of
-      this estimate, with the incoming φ; without an optimizer it is read off
-      the returned grads, so no second gradient pass is spent on it).
+      An :class:`logtrick.Estimator` on logits θ; state :class:`RelaxState`
+      (the input state when ``optimizer`` is None); ``aux``: ``"f"``, shape
+      (num_samples,); ``"samples"``, b, shape (num_samples,) + θ.shape;
+      ``"cv_loss"``, scalar Σ_d ĝ_d²; ``"cv_grads"``, its gradient in φ, a
+      pytree like cv_params.
 
     Example::
 
-        cv = lambda phi, z: jnp.dot(phi["w"], jnp.tanh(z)) + phi["c"]
-        est = lt.discrete.relax(f, cv, {"w": jnp.zeros(6), "c": jnp.zeros(())},
-                                optimizer=optax.adam(1e-2))
+        f = lambda b, w: jnp.sum((b - w) ** 2)
+        cv = lambda phi, z, w: jnp.dot(phi["w"], jnp.tanh(z)) + phi["c"]
+        est = lt.discrete.relax(f, cv, {"w": jnp.zeros(3), "c": jnp.zeros(())})
+        logits, w = jnp.zeros(3), jnp.full(3, 0.4)
         state = est.init(logits)
-        grads, state, aux = jax.jit(est.estimate)(logits, state, key)
+        grads, state, aux = jax.jit(est.estimate)(logits, state, jax.random.key(0), w)
+        phi = jax.tree_util.tree_map(lambda p, g: p - 0.01 * g, state.cv_params, aux["cv_grads"])
+        state = state._replace(cv_params=phi)
 
     References:
       Grathwohl, Choi, Wu, Roeder and Duvenaud, "Backpropagation through the
@@ -276,69 +329,45 @@ def relax(
         _logits(params, "relax")
         return RelaxState(cv_params, () if optimizer is None else optimizer.init(cv_params))
 
-    def control(phi, zs):
-        return _checks.per_sample(lambda z: control_variate(phi, z), zs, n, caller="relax", name="control_variate")
+    def control(phi, zs, args):
+        return _checks.per_sample(lambda z: control_variate(phi, z, *args), zs, n, caller="relax",
+                                  name="control_variate")
 
-    def surrogate_with_aux(params, state, key):
+    def loss(params, state, key, *args):
         logits = _logits(params, "relax")
         u, v = _uniform(key, (2, n) + logits.shape, logits.dtype)
-        bs = jax.lax.stop_gradient((logits + _logit(u) > 0).astype(logits.dtype))
-        values = jax.lax.stop_gradient(_checks.per_sample(f, bs, n, caller="relax", name="f"))
+        draws = _Draws(u, v, sg((logits + _logit(u) > 0).astype(logits.dtype)))
+        values = _checks.per_sample(lambda b: f(b, *args), draws.samples, n, caller="relax", name="f")
+        value = _relax_loss(control, logits, state.cv_params, draws, values, args)
+        cv_loss, cv_grads = jax.value_and_grad(_cv_loss)(state.cv_params, control, sg(logits), draws, sg(values),
+                                                         sg(args))
+        aux = {"f": sg(values), "samples": draws.samples, "cv_loss": cv_loss, "cv_grads": cv_grads}
+        return value, (_cv_step(optimizer, state, cv_grads), aux)
 
-        def surrogate_at(theta, phi):
-            z = theta + _logit(u)
-            z_cond = _conditional_logistic(theta, bs, v)
-            c_cond_fixed = control(phi, jax.lax.stop_gradient(z_cond))
-            per_draw = ((values - c_cond_fixed) * magic_box(_bernoulli_log_prob(theta, bs)) + c_cond_fixed
-                        + control(phi, z) - control(phi, jax.lax.stop_gradient(z))
-                        - control(phi, z_cond) + c_cond_fixed)
-            return jnp.mean(per_draw)
-
-        def cv_loss(phi):
-            g = jax.grad(surrogate_at)(jax.lax.stop_gradient(logits), phi)
-            return jnp.sum(g**2)
-
-        value = surrogate_at(logits, state.cv_params)
-        if optimizer is None:
-            return value, (state, {"f": values})
-        loss, cv_grads = jax.value_and_grad(cv_loss)(state.cv_params)
-        updates, opt_state = optimizer.update(cv_grads, state.opt_state, state.cv_params)
-        new_state = RelaxState(optax.apply_updates(state.cv_params, updates), opt_state)
-        return value, (new_state, {"f": values, "cv_loss": jax.lax.stop_gradient(loss)})
-
-    estimator = _from_surrogate(init, surrogate_with_aux)
-    if optimizer is not None:
-        return estimator
-
-    def estimate(params, state, key):
-        grads, new_state, aux = estimator.estimate(params, state, key)
-        return grads, new_state, {**aux, "cv_loss": jnp.sum(grads**2)}
-
-    return estimator._replace(estimate=estimate)
+    return from_loss(init, loss, caller="relax")
 
 
 def rebar(
-    f: Callable[[jax.Array], jax.Array],
+    f: Callable[..., jax.Array],
     *,
     num_samples: int = 1,
     temperature: float = 0.5,
     scale: float = 1.0,
     optimizer: optax.GradientTransformation | None = None,
 ) -> Estimator:
-    """REBAR: :func:`relax` with the control variate η f(σ(z / λ)), the concrete relaxation of f.
+    """REBAR: :func:`relax` with the control variate η f(σ(z / λ), *args), the concrete relaxation of f.
 
-    c_φ(z) = η f(σ(z / λ)),  φ = {"scale": η, "log_temperature": log λ};
-    ĝ as in :func:`relax`. f must accept relaxed inputs in [0, 1] and be
-    differentiable there. With an ``optimizer``, η and log λ are learned by
-    minimising Σ_d ĝ_d² (the variance plus a constant); without, they stay at
-    the given values.
+    c_φ(z) = η f(σ(z / λ), *args),  φ = {"scale": η, "log_temperature": log λ};
+    ĝ, the loss and its aux as in :func:`relax`. f must accept relaxed
+    inputs in [0, 1] and be differentiable there.
 
     Args:
-      f: ``f(b) -> scalar``; also called on σ(z/λ) ∈ (0, 1)^D.
+      f: ``f(b, *args) -> scalar``; also called on σ(z/λ) ∈ (0, 1)^D.
       num_samples: draws b per estimate, ≥ 1.
       temperature: initial λ > 0.
       scale: initial η.
-      optimizer: an optax transformation for φ; None keeps φ fixed.
+      optimizer: an optax transformation the estimator applies to φ on every
+        call; None leaves φ to the caller (``aux["cv_grads"]``).
 
     Returns:
       An :class:`logtrick.Estimator` on logits θ; state :class:`RelaxState`
@@ -347,9 +376,11 @@ def rebar(
 
     Example::
 
-        est = lt.discrete.rebar(f, num_samples=4, optimizer=optax.adam(1e-2))
-        state = est.init(logits)
-        grads, state, aux = jax.jit(est.estimate)(logits, state, key)
+        import optax
+
+        est = lt.discrete.rebar(lambda b: jnp.sum((b - 0.4) ** 2), num_samples=4, optimizer=optax.adam(1e-2))
+        logits = jnp.zeros(3)
+        grads, state, aux = jax.jit(est.estimate)(logits, est.init(logits), jax.random.key(0))
 
     References:
       Tucker, Mnih, Maddison, Lawson and Sohl-Dickstein, "REBAR: Low-variance,
@@ -361,14 +392,14 @@ def rebar(
     cv_params = {"log_temperature": jnp.asarray(np.log(temperature), jnp.float32),
                  "scale": jnp.asarray(scale, jnp.float32)}
 
-    def control_variate(phi, z):
-        return phi["scale"] * f(jax.nn.sigmoid(z / jnp.exp(phi["log_temperature"])))
+    def control_variate(phi, z, *args):
+        return phi["scale"] * f(jax.nn.sigmoid(z / jnp.exp(phi["log_temperature"])), *args)
 
     return relax(f, control_variate, cv_params, num_samples=num_samples, optimizer=optimizer)
 
 
 def gumbel_softmax(
-    f: Callable[[jax.Array], jax.Array],
+    f: Callable[..., jax.Array],
     *,
     num_samples: int,
     temperature: float = 0.5,
@@ -376,20 +407,16 @@ def gumbel_softmax(
 ) -> Estimator:
     """The binary Concrete (Gumbel-softmax) relaxation: a biased, low-variance pathwise gradient.
 
-    y = σ(z / τ), z = θ + logit u. Relaxed: ĝ = mean ∇_θ f(y), unbiased for
-    ∇_θ E[f(σ(z/τ))], not for ∇_θ E[f(b)]. Straight-through: the forward value
-    is f(b), b = H(z), and the gradient flows through y (b_st = b + y - sg(y),
-    which equals b exactly in the forward pass), ĝ = mean ∇f(b) · ∂y/∂θ.
-
-    Bias, measured on the 6-variable problem of ``tests/test_discrete.py`` (a
-    quadratic form plus a product of three bits, θ = [-1, 0, .5, 1.5, -.3, .8]),
-    as ‖E ĝ - ∇‖ / ‖∇‖ against the exact ∇_θ E[f(b)] (160000 draws): relaxed
-    0.14, 0.24, 0.38 and straight-through 0.20, 0.36, 0.54 at τ = 0.25, 0.5, 1.
-    Even for linear f the relaxed gradient is biased: ∂_θ E[σ(z/τ)] is 0.86 to
-    1.00 times σ'(θ) on those logits at τ = 0.5.
+    y = σ(z / τ), z = θ + logit u. Relaxed: the loss is mean f(y, *args), its
+    derivatives those of E[f(σ(z/τ), *args)], in θ and in ``args``, not those
+    of E[f(b, *args)]. Straight-through: the forward value is f(b, *args),
+    b = H(z), and the θ-gradient flows through y (b_st = b + y - sg(y), which
+    equals b exactly in the forward pass), ĝ = mean ∇f(b) · ∂y/∂θ, biased;
+    its args-derivative is the pathwise mean of ∇_args f(b, *args) at the
+    discrete b, unbiased. The bias shrinks with τ while the variance grows.
 
     Args:
-      f: ``f(x) -> scalar``, differentiable, for x ∈ [0, 1]^D of θ's shape.
+      f: ``f(x, *args) -> scalar``, differentiable, for x ∈ [0, 1]^D of θ's shape.
       num_samples: draws per estimate, ≥ 1.
       temperature: τ > 0; smaller is less biased and noisier.
       straight_through: forward on the discrete b instead of the relaxed y.
@@ -400,8 +427,9 @@ def gumbel_softmax(
 
     Example::
 
-        est = lt.discrete.gumbel_softmax(f, num_samples=8, temperature=0.5)
-        grads, state, aux = jax.jit(est.estimate)(logits, est.init(logits), key)
+        est = lt.discrete.gumbel_softmax(lambda x, w: jnp.sum((x - w) ** 2), num_samples=8, temperature=0.5)
+        logits, w = jnp.zeros(3), jnp.full(3, 0.4)
+        grads, state, aux = jax.jit(est.estimate)(logits, est.init(logits), jax.random.key(0), w)
 
     References:
       Jang, Gu and Poole, "Categorical Reparameterization with Gumbel-Softmax", 2017.
@@ -413,13 +441,13 @@ def gumbel_softmax(
     n = _checks.num_samples(num_samples, minimum=1, caller="gumbel_softmax")
     tau = _positive(temperature, "temperature", "gumbel_softmax")
 
-    def surrogate_with_aux(params, state, key):
+    def loss(params, state, key, *args):
         logits = _logits(params, "gumbel_softmax")
         z = logits + _logit(_uniform(key, (n,) + logits.shape, logits.dtype))
         xs = jax.nn.sigmoid(z / tau)
         if straight_through:
-            xs = jax.lax.stop_gradient((z > 0).astype(logits.dtype)) + (xs - jax.lax.stop_gradient(xs))
-        values = _checks.per_sample(f, xs, n, caller="gumbel_softmax", name="f")
-        return jnp.mean(values), (state, {"f": jax.lax.stop_gradient(values)})
+            xs = sg((z > 0).astype(logits.dtype)) + (xs - sg(xs))
+        values = _checks.per_sample(lambda x: f(x, *args), xs, n, caller="gumbel_softmax", name="f")
+        return jnp.mean(values), (state, {"f": sg(values)})
 
-    return _from_surrogate(_stateless_init("gumbel_softmax"), surrogate_with_aux)
+    return from_loss(_stateless_init("gumbel_softmax"), loss, caller="gumbel_softmax")

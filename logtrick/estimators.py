@@ -244,8 +244,8 @@ def scores(family: Family, params: Params, xs: Any) -> Params:
 
     Example::
 
-        family = lt.families.bernoulli()
-        s = lt.scores(family, logits, family.sample(logits, key, 8))   # shape (8,) + logits.shape
+        family, logits = lt.families.bernoulli(), jnp.zeros(3)
+        s = lt.scores(family, logits, family.sample(logits, jax.random.key(0), 8))   # shape (8, 3)
     """
     return jax.vmap(jax.grad(family.log_prob), in_axes=(None, 0))(params, xs)
 

@@ -72,12 +72,36 @@ def normal() -> Family:
     return Family(sample, log_prob, antithetic_sample)
 
 
+def antithetic_bernoulli(logits: jax.Array, u: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The antithetic Bernoulli pair of uniform noise u: b = 1[u < σ(θ)], b̃ = 1[1 - u < σ(θ)].
+
+    Each of b, b̃ is Bernoulli(σ(θ)); together they are the most negatively
+    correlated pair with those marginals. The one convention of the library:
+    :func:`bernoulli`'s ``antithetic_sample`` and the ARM and DisARM estimators
+    of :mod:`logtrick.discrete` use it.
+
+    Args:
+      logits: θ, any shape.
+      u: U(0, 1) noise of shape ``batch + logits.shape``.
+
+    Returns:
+      ``(b, b_partner)``, floats 0 or 1 of u's shape and dtype.
+
+    Example::
+
+        b, b_partner = lt.families.antithetic_bernoulli(jnp.zeros(3), jnp.array([0.1, 0.5, 0.9]))
+        # b = [1, 0, 0], b_partner = [0, 0, 1]
+    """
+    p = jax.nn.sigmoid(logits)
+    return (u < p).astype(u.dtype), (1.0 - u < p).astype(u.dtype)
+
+
 def bernoulli() -> Family:
     """Independent Bernoulli variables with the given logits.
 
     Params: a logits array of any shape. A sample is a float array of 0s and 1s
     of that shape; ``log_prob`` sums over its elements. Antithetic pairs share
-    the uniform noise: b = 1[u < σ(θ)], b' = 1[1 - u < σ(θ)].
+    the uniform noise, as in :func:`antithetic_bernoulli`.
     """
 
     def sample(logits, key, num_samples):
@@ -87,7 +111,7 @@ def bernoulli() -> Family:
 
     def antithetic_sample(logits, key, num_samples):
         u = jax.random.uniform(key, (num_samples // 2,) + jnp.shape(logits), jnp.result_type(logits))
-        return (jnp.concatenate([u, 1.0 - u]) < jax.nn.sigmoid(logits)).astype(u.dtype)
+        return jnp.concatenate(antithetic_bernoulli(logits, u))
 
     def log_prob(logits, x):
         return jnp.sum(x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits))

@@ -62,7 +62,7 @@ def delta_method(f: Callable[..., jax.Array], *, num_samples: int) -> Estimator:
 
         est = lt.delta_method(lambda x: jnp.sum(jnp.cos(x)), num_samples=16)
         params = {"loc": jnp.zeros(5), "log_scale": jnp.full(5, -1.0)}
-        grads, _, aux = jax.jit(est.estimate)(params, est.init(params), key)
+        grads, _, aux = jax.jit(est.estimate)(params, est.init(params), jax.random.key(0))
 
     References:
       Mohamed, Rosca, Figurnov and Mnih, "Monte Carlo Gradient Estimation in

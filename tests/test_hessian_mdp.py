@@ -1,8 +1,12 @@
-"""Hessians and Hessian-vector products of a DiCE surrogate on a tabular MDP against dynamic programming.
+"""Derivatives of `lt.rl.dice_objective` on a tabular MDP against dynamic programming.
 
+Two agents act at once, each with its own logits table, so the mixed second
+derivative across their parameters (what LOLA needs) is checked too.
 Statistical tests: many independent estimates, `lt.testing.assert_unbiased`
-against ``jax.hessian`` of `lt.rl.tabular.exact_return`.
+against ``jax.grad`` / ``jax.hessian`` of `lt.rl.tabular.exact_return`.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,118 +16,83 @@ import logtrick as lt
 from logtrick.rl import tabular
 
 HORIZON, GAMMA, EPISODES, ESTIMATES = 3, 0.9, 8, 2000
+# Compiled to run once on small arrays: LLVM's optimisations would cost more than they save.
+jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+NUM_STATES, NUM_MOVES = 3, 2
 
 
-def _inverse_cdf(probs: jax.Array, u: jax.Array) -> jax.Array:
-    """A draw from ``probs`` given u ~ Uniform(0, 1)."""
-    return jnp.sum(jnp.cumsum(probs)[:-1] <= u).astype(jnp.int32)
+def joint_logits(theta_1: jax.Array, theta_2: jax.Array) -> jax.Array:
+    """log π(a|s) of the joint action a = 2 a_1 + a_2, agent k playing softmax(θ_k[s]): shape (S, 4)."""
+    log_1, log_2 = jax.nn.log_softmax(theta_1), jax.nn.log_softmax(theta_2)
+    return (log_1[:, :, None] + log_2[:, None, :]).reshape(NUM_STATES, NUM_MOVES * NUM_MOVES)
 
 
-def _episode(mdp: tabular.MDP, policy: jax.Array, u: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """States, actions and rewards, each (H,), of one episode driven by uniforms u of shape (2H + 1,)."""
-
-    def step(s, u_t):
-        a = _inverse_cdf(policy[s], u_t[0])
-        return _inverse_cdf(mdp.transitions[s, a], u_t[1]), (s, a, mdp.rewards[s, a])
-
-    _, out = jax.lax.scan(step, _inverse_cdf(mdp.initial, u[0]), u[1:].reshape(-1, 2))
-    return out
-
-
-def _sample(mdp: tabular.MDP, logits: jax.Array, key: jax.Array, *, horizon: int, gamma: float,
-            num_episodes: int) -> tuple[jax.Array, jax.Array]:
-    """Episodes from the softmax policy: log π(a_{i,t}|s_{i,t}) (differentiable) and γ^t r_{i,t}, each (N, H)."""
-    policy = jax.nn.softmax(jax.lax.stop_gradient(logits))
-    u = jax.random.uniform(key, (num_episodes * (2 * horizon + 1),)).reshape(num_episodes, -1)
-    states, actions, rewards = jax.vmap(lambda u_i: _episode(mdp, policy, u_i))(u)
-    log_pi = jnp.take_along_axis(jax.nn.log_softmax(logits[states]), actions[..., None], axis=-1)[..., 0]
-    return log_pi, gamma ** jnp.arange(horizon) * rewards
+def objective(mdp: tabular.MDP, params: tuple[jax.Array, jax.Array], key: jax.Array, loaded: bool) -> jax.Array:
+    """The mean DiCE objective of N sampled episodes, with the leave-one-out baseline if ``loaded``."""
+    logits = joint_logits(*params)
+    episodes = tabular.sample_episodes(mdp, logits, key, horizon=HORIZON, num_episodes=EPISODES)
+    discounts = jnp.full_like(episodes.rewards, GAMMA)
+    b = None
+    if loaded:
+        b = lt.baselines.leave_one_out_mean(jax.vmap(lt.rl.reward_to_go)(episodes.rewards, discounts), axis=0)
+    log_pi = tabular.log_probs(logits, episodes)
+    return jnp.mean(jax.vmap(lt.rl.dice_objective)(log_pi, episodes.rewards, discounts, b))
 
 
-def _to_go(discounted: jax.Array) -> jax.Array:
-    """Reward-to-go Σ_{t'≥t} γ^{t'} r_{t'} along axis 1."""
-    return jnp.cumsum(discounted[:, ::-1], axis=1)[:, ::-1]
+def per_step(mdp: tabular.MDP, params: tuple[jax.Array, jax.Array], key: jax.Array) -> jax.Array:
+    """Σ_t Q̂_t □(log π_t): the REINFORCE surrogate, whose Hessian misses the cross-step terms."""
+    logits = joint_logits(*params)
+    episodes = tabular.sample_episodes(mdp, logits, key, horizon=HORIZON, num_episodes=EPISODES)
+    to_go = jax.vmap(lt.rl.reward_to_go)(episodes.rewards, jnp.full_like(episodes.rewards, GAMMA))
+    return jnp.mean(jnp.sum(to_go * lt.magic_box(tabular.log_probs(logits, episodes)), axis=1))
 
 
-def dice_surrogate(mdp: tabular.MDP, logits: jax.Array, key: jax.Array, *, horizon: int, gamma: float,
-                   num_episodes: int, baseline: str | None = None) -> jax.Array:
-    """A DiCE surrogate whose derivatives of every order in ``logits`` are unbiased for those of ``exact_return``.
-
-    S = (1/N) Σ_i Σ_t [γ^t r_{i,t} □(L_{i,≤t}) + b_{i,t} (□(L_{i,<t}) − □(L_{i,≤t}))],
-    L_{i,≤t} = Σ_{t'≤t} log π(a_{i,t'}|s_{i,t'}), □ = ``lt.magic_box``: each reward is
-    boxed with the actions it depends on. The baseline term has zero-mean
-    derivatives of every order for any b_{i,t} that does not depend on episode
-    i's actions from t on; ``"leave_one_out"`` takes the mean over the other
-    episodes of the reward-to-go Σ_{t'≥t} γ^{t'} r_{t'} (Loaded DiCE with RLOO).
-
-    References:
-      Foerster et al., "DiCE: The Infinitely Differentiable Monte Carlo Estimator", 2018.
-      Mao et al., "A Baseline for Any Order Gradient Estimation in Stochastic
-      Computation Graphs", 2019.
-      Farquhar et al., "Loaded DiCE: Trading off Bias and Variance in Any-Order
-      Score Function Estimators for Reinforcement Learning", 2019.
-    """
-    log_pi, discounted = _sample(mdp, logits, key, horizon=horizon, gamma=gamma, num_episodes=num_episodes)
-    cumulative = jnp.cumsum(log_pi, axis=1)
-    value = jnp.sum(discounted * lt.magic_box(cumulative), axis=1)
-    if baseline == "leave_one_out":
-        to_go = _to_go(discounted)
-        b = (jnp.sum(to_go, axis=0) - to_go) / (num_episodes - 1)
-        value += jnp.sum(b * (lt.magic_box(cumulative - log_pi) - lt.magic_box(cumulative)), axis=1)
-    return jnp.mean(value)
+def derivatives(fn, params, v):
+    """Value, gradient, Hessian (its off-diagonal blocks the mixed ∂²/∂θ₁∂θ₂) and forward-over-reverse HVP."""
+    hvp = jax.jvp(jax.grad(fn), (params,), (v,))[1]
+    return {"value": fn(params), "grad": jax.grad(fn)(params), "hessian": jax.hessian(fn)(params), "hvp": hvp}
 
 
 @pytest.fixture(scope="module")
 def problem():
-    k_mdp, k_logits, k_v = jax.random.split(jax.random.key(0), 3)
-    mdp = tabular.random_mdp(k_mdp, 3, 2)
-    logits = 0.5 * jax.random.normal(k_logits, (3, 2))
-    return mdp, logits, jax.random.normal(k_v, (3, 2))
+    k_mdp, k_1, k_2, k_v = jax.random.split(jax.random.key(0), 4)
+    mdp = tabular.random_mdp(k_mdp, NUM_STATES, NUM_MOVES * NUM_MOVES)
+    params = tuple(0.5 * jax.random.normal(k, (NUM_STATES, NUM_MOVES)) for k in (k_1, k_2))
+    v = tuple(jax.random.normal(k, (NUM_STATES, NUM_MOVES)) for k in jax.random.split(k_v))
+    exact = jit(lambda m, p, u: derivatives(
+        lambda q: tabular.exact_return(m, joint_logits(*q), horizon=HORIZON, gamma=GAMMA), p, u))(mdp, params, v)
+    return mdp, params, v, exact
 
 
-def _exact(mdp):
-    return lambda logits: tabular.exact_return(mdp, logits, horizon=HORIZON, gamma=GAMMA)
+@pytest.fixture(scope="module")
+def estimates(problem):
+    """Every estimate from one compiled function, all surrogates on the same episodes per key."""
+    mdp, params, v, _ = problem
+
+    def draw(key):
+        out = {name: derivatives(lambda q: objective(mdp, q, key, loaded), params, v)
+               for name, loaded in (("dice", False), ("loaded_dice", True))}
+        out["per_step"] = {"grad": jax.grad(lambda q: per_step(mdp, q, key))(params),
+                           "hessian": jax.hessian(lambda q: per_step(mdp, q, key))(params)}
+        return out
+
+    return jit(jax.vmap(draw))(jax.random.split(jax.random.key(2), ESTIMATES))
 
 
-def _surrogate(mdp, baseline):
-    return lambda logits, key: dice_surrogate(mdp, logits, key, horizon=HORIZON, gamma=GAMMA,
-                                              num_episodes=EPISODES, baseline=baseline)
-
-
-def _keys(seed):
-    return jax.random.split(jax.random.key(seed), ESTIMATES)
-
-
-@pytest.mark.parametrize("baseline", [None, "leave_one_out"], ids=["dice", "loaded_dice_rloo"])
-def test_value_gradient_hessian_and_hvp(problem, baseline):
-    """Statistical: the surrogate's value, jax.grad, jax.hessian and forward-over-reverse HVP against DP.
+@pytest.mark.parametrize("name", ["dice", "loaded_dice"])
+def test_value_gradient_hessian_mixed_and_hvp(problem, estimates, name):
+    """Statistical: the objective's value, jax.grad, jax.hessian (mixed blocks included) and HVP against DP.
 
     Vmapped over keys under jit; the HVP is jax.jvp of jax.grad, the exact one
     the same of ``exact_return``.
     """
-    mdp, logits, v = problem
-    surrogate = _surrogate(mdp, baseline)
-
-    def derivatives(fn):
-        hvp = jax.jvp(jax.grad(fn), (logits,), (v,))[1]
-        return {"value": fn(logits), "grad": jax.grad(fn)(logits), "hessian": jax.hessian(fn)(logits), "hvp": hvp}
-
-    estimates = jax.jit(jax.vmap(lambda k: derivatives(lambda x: surrogate(x, k))))(_keys(2))
-    exact = jax.jit(derivatives, static_argnums=0)(_exact(mdp))
-    lt.testing.assert_unbiased(estimates, exact)
+    *_, exact = problem
+    lt.testing.assert_unbiased(estimates[name], exact)
 
 
-def test_per_step_surrogate_has_a_biased_hessian(problem):
+def test_per_step_surrogate_has_a_biased_hessian(problem, estimates):
     """Statistical, a check of the test's power: Σ_t Q̂_t □(log π_t) has the right gradient, not the right Hessian."""
-    mdp, logits, _ = problem
-
-    def per_step(logits, key):
-        log_pi, discounted = _sample(mdp, logits, key, horizon=HORIZON, gamma=GAMMA, num_episodes=EPISODES)
-        return jnp.mean(jnp.sum(_to_go(discounted) * lt.magic_box(log_pi), axis=1))
-
-    grads, hessians = jax.jit(jax.vmap(lambda k: (jax.grad(per_step)(logits, k), jax.hessian(per_step)(logits, k))))(
-        _keys(4))
-    exact = _exact(mdp)
-    lt.testing.assert_unbiased(grads, jax.grad(exact)(logits))
+    *_, exact = problem
+    lt.testing.assert_unbiased(estimates["per_step"]["grad"], exact["grad"])
     with pytest.raises(AssertionError, match="biased"):
-        lt.testing.assert_unbiased(hessians, jax.hessian(exact)(logits))
+        lt.testing.assert_unbiased(estimates["per_step"]["hessian"], exact["hessian"])

@@ -1,4 +1,7 @@
-"""Tests of logtrick.rl returns, advantages and losses against hand computations and numpy loops."""
+"""Tests of logtrick.rl returns, advantages, losses and the DiCE objective against hand computations and numpy loops.
+
+Test data comes from numpy: drawing it with jax.random would compile a sampler per shape.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -43,9 +46,9 @@ def test_returns_by_hand():
 def test_returns_with_auto_resets_match_numpy_loop_under_jit_and_vmap():
     """A batch of trajectories with random episode ends, jitted and vmapped, against numpy loops."""
     gamma, shape = 0.9, (3, 40)
-    k_r, k_d = jax.random.split(jax.random.key(0))
-    rewards = jax.random.normal(k_r, shape)
-    dones = jax.random.bernoulli(k_d, 0.2, shape)
+    rng = np.random.default_rng(0)
+    rewards = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    dones = jnp.asarray(rng.random(shape) < 0.2)
     discounts = gamma * (1.0 - dones.astype(jnp.float32))
     batched = jax.jit(jax.vmap(lambda r, d: (rl.discounted_returns(r, d), rl.reward_to_go(r, d),
                                              rl.episode_returns(r, d))))
@@ -83,7 +86,7 @@ def test_advantages_stop_gradient():
 
 
 def test_leave_one_out_advantages():
-    returns = jax.random.normal(jax.random.key(1), (5, 4))
+    returns = jnp.asarray(np.random.default_rng(1).normal(size=(5, 4)), jnp.float32)
     expected = np.stack([returns[i] - np.delete(np.asarray(returns), i, axis=0).mean(axis=0) for i in range(5)])
     np.testing.assert_allclose(rl.leave_one_out_advantages(returns), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rl.leave_one_out_advantages(returns[:, 0]), expected[:, 0], rtol=1e-5, atol=1e-6)
@@ -102,10 +105,10 @@ def test_group_normalised_advantages():
 
 @pytest.fixture(scope="module")
 def trajectory():
-    k_l, k_a, k_v = jax.random.split(jax.random.key(2), 3)
-    logits = jax.random.normal(k_l, (6, 3))
-    actions = jax.random.randint(k_a, (6,), 0, 3)
-    adv = jax.random.normal(k_v, (6,))
+    rng = np.random.default_rng(2)
+    logits = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
+    actions = jnp.asarray(rng.integers(0, 3, 6), jnp.int32)
+    adv = jnp.asarray(rng.normal(size=6), jnp.float32)
     weights = jnp.array([1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
     return logits, actions, adv, weights
 
@@ -159,3 +162,43 @@ def test_group_advantages_of_equal_returns_are_exactly_zero(value):
     returns = jnp.full((8,), value, jnp.float32)
     assert jnp.all(rl.group_normalised_advantages(returns) == 0.0)
     assert jnp.all(rl.leave_one_out_advantages(returns) == 0.0)
+
+
+def test_dice_objective_derivatives_in_closed_form():
+    """Value Σ_t Γ_t r_t; ∂/∂log π_t = Q̂_t - b_t; ∂²/∂log π_s ∂log π_t = Q̂_m - b_m, m = max(s, t), within an
+    episode and 0 across the boundary; the rewards get the pathwise Γ_t, the baseline nothing."""
+    rng = np.random.default_rng(3)
+    log_pi, b = (jnp.asarray(rng.normal(size=REWARDS.shape), jnp.float32) for _ in range(2))
+
+    @jax.jit
+    def derivatives(log_pi, rewards, b):
+        out = {}
+        for name, baseline in (("none", None), ("b", b)):
+            objective = lambda l, r, c: rl.dice_objective(l, r, DISCOUNTS, c)
+            out[name] = (objective(log_pi, rewards, baseline), jax.grad(objective)(log_pi, rewards, baseline),
+                         jax.hessian(objective)(log_pi, rewards, baseline))
+        return out, jax.grad(lambda r, c: rl.dice_objective(log_pi, r, DISCOUNTS, c), argnums=(0, 1))(rewards, b)
+
+    out, (grad_r, grad_b) = derivatives(log_pi, REWARDS, b)
+    to_go = np.asarray(rl.reward_to_go(REWARDS, DISCOUNTS))
+    episode = np.array([0, 0, 0, 0, 1, 1, 1])
+    later = np.maximum.outer(np.arange(7), np.arange(7))
+    same = episode[:, None] == episode[None, :]
+    for name, offset in (("none", np.zeros(7)), ("b", np.asarray(b))):
+        value, grad, hessian = out[name]
+        np.testing.assert_allclose(value, 4.0 + 6.0, rtol=1e-6)
+        np.testing.assert_allclose(grad, to_go - offset, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(hessian, np.where(same, (to_go - offset)[later], 0.0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad_r, [1.0, 0.5, 0.25, 0.125, 1.0, 0.5, 0.25], rtol=1e-6)
+    np.testing.assert_array_equal(grad_b, 0.0)
+
+
+def test_dice_objective_shape_checks():
+    with pytest.raises(AssertionError):
+        rl.dice_objective(REWARDS[None], REWARDS[None], DISCOUNTS[None])
+    with pytest.raises(AssertionError):
+        rl.dice_objective(REWARDS[:-1], REWARDS, DISCOUNTS)
+    with pytest.raises(AssertionError):
+        rl.dice_objective(REWARDS, REWARDS, DISCOUNTS, REWARDS[:-1])
+    with pytest.raises(AssertionError):
+        rl.dice_objective(REWARDS, REWARDS.astype(jnp.int32), DISCOUNTS)

@@ -17,7 +17,8 @@ CPUS = jax.devices("cpu")
 sharded = pytest.mark.skipif(len(CPUS) < 4, reason="needs 4 devices; `make test` runs it in a 4-device session")
 N, D = 64, 3
 PARAMS = {"loc": jnp.array([0.5, -1.0, 2.0]), "log_scale": jnp.array([0.0, -0.5, 0.3])}
-F = lambda x: jnp.sum(jnp.cos(2.0 * x))
+W = jnp.array([1.0, -0.5, 2.0])
+F = lambda x, w: jnp.dot(w, jnp.cos(2.0 * x))
 
 
 def sharding():
@@ -36,19 +37,24 @@ ESTIMATORS = {
 }
 
 
+def step(est):
+    """The loss's value, new state, aux and gradients in params and in f's weights, jitted."""
+    loss = lambda p, w, state, key: est.loss(p, state, key, w)
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+
+
 @sharded
 @pytest.mark.parametrize("name", ESTIMATORS)
 def test_sharded_same_key_same_result_and_partitioned(name):
-    plain, split = ESTIMATORS[name](), ESTIMATORS[name](sample_sharding=sharding())
-    state = plain.init(PARAMS)
+    plain, split = ESTIMATORS[name](), step(ESTIMATORS[name](sample_sharding=sharding()))
+    state, run = plain.init(PARAMS), step(plain)
     key = jax.random.key(7)
     for _ in range(2):  # two steps, so stateful baselines carry state across
-        g1, s1, a1 = jax.jit(plain.estimate)(PARAMS, state, key)
-        g2, s2, a2 = jax.jit(split.estimate)(PARAMS, state, key)
-        for x, y in zip(jax.tree_util.tree_leaves((g1, s1, a1)), jax.tree_util.tree_leaves((g2, s2, a2))):
+        out1, out2 = run(PARAMS, W, state, key), split(PARAMS, W, state, key)
+        for x, y in zip(jax.tree_util.tree_leaves(out1), jax.tree_util.tree_leaves(out2)):
             np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)
-        state, key = s1, jax.random.fold_in(key, 1)
-    hlo = jax.jit(split.estimate).lower(PARAMS, state, key).compile().as_text()
+        state, key = out1[0][1][0], jax.random.fold_in(key, 1)
+    hlo = split.lower(PARAMS, W, state, key).compile().as_text()
     assert "all-reduce" in hlo
     chunk = 16 if "chunked" in name else N
     assert f"f32[{chunk // 4},{D}]" in hlo  # each device holds a quarter of the samples
@@ -60,20 +66,20 @@ def test_sharded_on_make_mesh_default_explicit_axes():
     """jax.make_mesh gives Explicit axes by default; the estimator lays samples out the same way."""
     mesh = jax.make_mesh((4,), ("samples",), devices=CPUS[:4])
     est = ESTIMATORS["score, chunked"](sample_sharding=NamedSharding(mesh, PartitionSpec("samples")))
-    g1 = jax.jit(ESTIMATORS["score, chunked"]().estimate)(PARAMS, (), jax.random.key(1))[0]
-    g2 = jax.jit(est.estimate)(PARAMS, (), jax.random.key(1))[0]
+    g1 = jax.jit(ESTIMATORS["score, chunked"]().estimate)(PARAMS, (), jax.random.key(1), W)[0]
+    g2 = jax.jit(est.estimate)(PARAMS, (), jax.random.key(1), W)[0]
     for x, y in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
         np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)
 
 
 @sharded
 def test_sharded_estimates_unbiased():
-    """Statistical: sharded leave-one-out estimates against the closed-form gradient."""
-    est = ESTIMATORS["score, leave-one-out"](sample_sharding=sharding())
-    run = jax.jit(lambda k: est.estimate(PARAMS, (), k)[0])
-    draws = [run(k) for k in jax.random.split(jax.random.key(0), 60)]
+    """Statistical: sharded leave-one-out estimates in params and in f's weights against the closed form."""
+    run = step(ESTIMATORS["score, leave-one-out"](sample_sharding=sharding()))
+    draws = [run(PARAMS, W, (), k)[1] for k in jax.random.split(jax.random.key(0), 60)]
     estimates = jax.tree_util.tree_map(lambda *g: jnp.stack(g), *draws)
-    lt.testing.assert_unbiased(estimates, jax.grad(lt.exact.normal_cosine(2.0))(PARAMS))
+    exact = lambda p, w: jnp.dot(w, jnp.exp(-2.0 * jnp.exp(2.0 * p["log_scale"])) * jnp.cos(2.0 * p["loc"]))
+    lt.testing.assert_unbiased(estimates, jax.grad(exact, argnums=(0, 1))(PARAMS, W))
 
 
 def test_sample_sharding_must_be_a_sharding():

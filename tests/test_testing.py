@@ -53,3 +53,54 @@ def test_input_errors():
         lt.testing.assert_unbiased(jnp.zeros((40, 3)), jnp.zeros(2))
     with pytest.raises(ValueError, match="at least 30"):
         lt.testing.assert_unbiased(jnp.zeros((10, 2)), jnp.zeros(2))
+
+
+def test_z_test_reports_without_raising():
+    """The report of a rejected test, its z-scores the hand-computed (mean - expected) / (std / √M)."""
+    draws = normal_draws(3, jnp.zeros(4), 400).at[:, 2].add(1.0)
+    report = lt.testing.z_test(draws, jnp.zeros(4))
+    d = np.asarray(draws, np.float64)
+    z = d.mean(axis=0) / (d.std(axis=0, ddof=1) / np.sqrt(400))
+    np.testing.assert_allclose(report.z, z, rtol=1e-6)
+    assert report.max_abs_z == pytest.approx(np.abs(z).max()) and report.max_abs_z > report.threshold
+    assert report.num_estimates == 400 and int(np.argmax(np.abs(report.z))) == 2
+    with pytest.raises(ValueError, match="at least 30"):
+        lt.testing.z_test(draws[:10], jnp.zeros(4))
+
+
+def test_accuracy_fields_against_hand_computations():
+    estimates = {"a": np.array([[1.0, 0.0], [3.0, 2.0]] * 20), "b": np.array([[0.5], [-0.5]] * 20)}
+    expected = {"a": np.array([1.0, 1.0]), "b": np.array([1.0])}
+    acc = lt.testing.accuracy(estimates, expected)
+    est = np.concatenate([estimates["a"], estimates["b"]], axis=1)  # rows (1, 0, .5) and (3, 2, -.5)
+    g = np.array([1.0, 1.0, 1.0])
+    mean = est.mean(axis=0)  # (2, 1, 0)
+    assert acc.relative_bias == pytest.approx(np.linalg.norm(mean - g) / np.sqrt(3))
+    assert acc.relative_rmse == pytest.approx(np.sqrt(np.mean(np.sum((est - g) ** 2, axis=1))) / np.sqrt(3))
+    cosines = est @ g / (np.linalg.norm(est, axis=1) * np.sqrt(3))
+    assert acc.cosine == pytest.approx(cosines.mean())
+    assert acc.cosine_of_mean == pytest.approx(mean @ g / (np.linalg.norm(mean) * np.sqrt(3)))
+    report = lt.testing.z_test(estimates, expected)
+    assert (acc.max_abs_z, acc.threshold, acc.num_estimates) == (report.max_abs_z, report.threshold, 40)
+    # An estimate of exactly 0 has cosine 0; a zero mean has cosine_of_mean 0.
+    zero = lt.testing.accuracy(np.array([[0.0, 0.0], [2.0, 0.0], [-2.0, 0.0]] * 10), np.array([1.0, 0.0]))
+    assert zero.cosine == pytest.approx(0.0) and zero.cosine_of_mean == 0.0 and zero.relative_bias == 1.0
+    with pytest.raises(ValueError, match="`expected` is zero"):
+        lt.testing.accuracy(np.ones((40, 2)), np.zeros(2))
+
+
+def test_draw_estimates_in_both_forms():
+    """The estimator form draws ``estimate(params, init(params), k)``; the function form any ``key -> pytree``."""
+    est = lt.score_function(lambda x: jnp.sum(x**2), lt.families.normal(), num_samples=4,
+                            baseline=lt.baselines.moving_average(0.5))
+    params = {"loc": jnp.array([0.5, -1.0]), "log_scale": jnp.zeros(2)}
+    key = jax.random.key(0)
+    draws = lt.testing.draw_estimates(est, params, key, num_estimates=3)
+    loss = lambda k: est.loss(params, est.init(params), k)[0]
+    losses = lt.testing.draw_estimates(loss, key, num_estimates=3)
+    single = jax.jit(lambda k: (est.estimate(params, est.init(params), k)[0], loss(k)))
+    for i, k in enumerate(jax.random.split(key, 3)):
+        grads, value = single(k)
+        for name in params:
+            np.testing.assert_allclose(draws[name][i], grads[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(losses[i], value, rtol=1e-6)

@@ -43,7 +43,8 @@ def discounted_returns(r_t: ArrayLike, discount_t: ArrayLike, v_t: ArrayLike = 0
 
     Example::
 
-        g = lt.rl.discounted_returns(rewards, gamma * (1.0 - dones))
+        rewards, dones = jnp.array([1.0, 2.0, 4.0]), jnp.array([0.0, 1.0, 0.0])
+        g = lt.rl.discounted_returns(rewards, 0.5 * (1.0 - dones))     # [2.0, 2.0, 4.0]
 
     References:
       Sutton and Barto, "Reinforcement Learning: An Introduction", 2018.
@@ -65,15 +66,45 @@ def discounted_returns(r_t: ArrayLike, discount_t: ArrayLike, v_t: ArrayLike = 0
     return g_t
 
 
-def _discount_from_start(discount_t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Γ_t, the product of discounts since the episode began, and episode-start flags."""
-    starts = jnp.concatenate([jnp.ones((1,), bool), discount_t[:-1] == 0])
+def episode_starts(discount_t: ArrayLike) -> jax.Array:
+    """Whether each step begins an episode: step 0 and every step after a zero discount.
+
+    Args:
+      discount_t: discounts γ (1 - done_t), shape (T,), float.
+
+    Returns:
+      Flags, shape (T,), bool.
+    """
+    discount_t = jnp.asarray(discount_t)
+    chex.assert_rank(discount_t, 1)
+    return jnp.concatenate([jnp.ones((1,), bool), discount_t[:-1] == 0])
+
+
+def discount_from_start(discount_t: ArrayLike) -> jax.Array:
+    """Γ_t = Π_{t₀≤t'<t} discount_t', the discount of step t from the start t₀ of its episode.
+
+    Γ_t = 1 at an episode's first step (step 0, or the step after a zero
+    discount), so Σ_t Γ_t r_t sums each episode's discounted return.
+
+    Args:
+      discount_t: discounts γ (1 - done_t), shape (T,), float.
+
+    Returns:
+      Γ_t, shape (T,).
+
+    Example::
+
+        lt.rl.discount_from_start(jnp.array([0.5, 0.5, 0.0, 0.5]))   # [1.0, 0.5, 0.25, 1.0]
+    """
+    discount_t = jnp.asarray(discount_t)
+    chex.assert_rank(discount_t, 1)
+    chex.assert_type(discount_t, float)
 
     def step(acc, discount):
         return jnp.where(discount == 0, 1.0, acc * discount).astype(acc.dtype), acc
 
     _, gamma_t = jax.lax.scan(step, jnp.ones((), discount_t.dtype), discount_t)
-    return gamma_t, starts
+    return gamma_t
 
 
 def reward_to_go(r_t: ArrayLike, discount_t: ArrayLike) -> jax.Array:
@@ -104,8 +135,7 @@ def reward_to_go(r_t: ArrayLike, discount_t: ArrayLike) -> jax.Array:
     """
     r_t, discount_t = jnp.asarray(r_t), jnp.asarray(discount_t)
     _check_trajectory(r_t, discount_t)
-    gamma_t, _ = _discount_from_start(discount_t)
-    return gamma_t * discounted_returns(r_t, discount_t)
+    return discount_from_start(discount_t) * discounted_returns(r_t, discount_t)
 
 
 def episode_returns(r_t: ArrayLike, discount_t: ArrayLike) -> jax.Array:
@@ -124,7 +154,7 @@ def episode_returns(r_t: ArrayLike, discount_t: ArrayLike) -> jax.Array:
     r_t, discount_t = jnp.asarray(r_t), jnp.asarray(discount_t)
     _check_trajectory(r_t, discount_t)
     g_t = discounted_returns(r_t, discount_t)
-    _, starts = _discount_from_start(discount_t)
+    starts = episode_starts(discount_t)
 
     def step(current, g_start):
         g, start = g_start
