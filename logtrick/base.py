@@ -72,6 +72,21 @@ def _all_finite(aux: Aux, keys: tuple[str, ...]) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(aux[k])) for k in keys]))
 
 
+def _nan_unless(finite: jax.Array, tree: Any) -> jax.Array:
+    """0 if ``finite``, else NaN with a NaN derivative in every entry of every floating leaf of ``tree``.
+
+    Added to the loss, it makes even the entries of an argument that no sample
+    read (a table f indexes) NaN, where the value's own derivative is 0.
+    """
+    def zero_with_unit_derivative(leaf):
+        leaf = jnp.where(jnp.isfinite(leaf), leaf, 0)
+        return jnp.sum(leaf - jax.lax.stop_gradient(leaf))
+
+    touched = sum((zero_with_unit_derivative(leaf) for leaf in jax.tree_util.tree_leaves(tree)
+                   if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)), jnp.zeros(()))
+    return touched * jax.lax.stop_gradient(jnp.where(finite, 0.0, jnp.nan))
+
+
 def from_loss(init: Callable[[Params], State], loss: Loss, *, caller: str,
               guarded: tuple[str, ...] = ("f",)) -> Estimator:
     """Builds an :class:`Estimator` from ``init`` and ``loss``.
@@ -109,7 +124,8 @@ def from_loss(init: Callable[[Params], State], loss: Loss, *, caller: str,
         if jnp.shape(value) != ():
             raise ValueError(f"{caller}: the loss must be a scalar, got shape {jnp.shape(value)}")
         finite = _all_finite(aux, guarded)
-        value = value * jax.lax.stop_gradient(jnp.where(finite, 1.0, jnp.nan)).astype(jnp.result_type(value))
+        value = (value * jax.lax.stop_gradient(jnp.where(finite, 1.0, jnp.nan)).astype(jnp.result_type(value))
+                 + _nan_unless(finite, (params, args)).astype(jnp.result_type(value)))
         new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
         return value, (new_state, aux)
 
