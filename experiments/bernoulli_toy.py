@@ -127,13 +127,12 @@ def objective(logits: jax.Array, target: jax.Array) -> jax.Array:
 def exact_estimator(expected: Callable[[jax.Array], jax.Array]) -> lt.Estimator:
     """The exact gradient behind the Estimator contract: ``jax.grad`` of ``expected``, no state, no noise."""
 
-    def estimate(params, state, key):
+    def loss(params, state, key):
         del key
-        value, grads = jax.value_and_grad(expected)(params)
-        return grads, state, {"f": value[None]}
+        value = expected(params)
+        return value, (state, {"f": jax.lax.stop_gradient(value)[None]})
 
-    return lt.Estimator(init=lambda params: (), estimate=estimate,
-                        surrogate=lambda params, state, key: expected(params))
+    return lt.from_loss(lambda params: (), loss, caller="exact")
 
 
 # ---------------------------------------------------------------- RELAX control variate
@@ -185,7 +184,7 @@ def make_estimator(config: Config, name: str, num_samples: int, target: jax.Arra
     if name == "loo":
         return lt.score_function(f, bernoulli, num_samples=num_samples, baseline=lt.baselines.leave_one_out())
     if name == "optimal":
-        return lt.score_function(f, bernoulli, num_samples=num_samples, baseline=lt.baselines.optimal(decay=0.9))
+        return lt.optimal_control_variate(f, bernoulli, num_samples=num_samples, decay=0.9)
     if name == "arm":
         return lt.discrete.arm(f, num_samples=num_samples)
     if name == "disarm":
@@ -252,8 +251,8 @@ def make_train(config: Config, name: str, num_samples: int) -> tuple[Callable, C
             return carry, objective(carry.logits, target)
 
         k_draws, k_steps = jax.random.split(chunk_key)
-        # jax.grad of the surrogate is the estimate; unlike `estimate` it leaves out the control variate's update.
-        draws = jax.vmap(jax.grad(est.surrogate), (None, None, 0))(
+        # jax.grad of the loss, at the carried estimator state.
+        draws = jax.vmap(jax.grad(lambda p, s, k: est.loss(p, s, k)[0]), (None, None, 0))(
             carry.logits, carry.estimator_state, jax.random.split(k_draws, config.variance_draws))
         variance = jnp.sum(jnp.var(draws, axis=0, ddof=1))
         carry, values = jax.lax.scan(step, carry, jax.random.split(k_steps, config.checkpoint_every))

@@ -10,7 +10,7 @@ per step (2), 5 seeds:
     exact      jax.grad of the closed form, by coordinate
     reinforce  2 samples, no baseline
     loo        2 samples, leave-one-out baseline
-    optimal    2 samples, ``lt.baselines.optimal(decay=0.9)`` (per-coordinate
+    optimal    2 samples, ``lt.optimal_control_variate(decay=0.9)`` (per-coordinate
                E[f s²]/E[s²] from the other sample and the previous steps'
                decayed sums; from the batch alone, with 2 samples it would be
                the other sample's f, i.e. the leave-one-out baseline)

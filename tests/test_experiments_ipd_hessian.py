@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import logtrick as lt
+from experiments import common
 from experiments import ipd_hessian as ipd
 
 # Short episodes: the truncated value differs from the infinite-horizon one by far more than the noise.
@@ -50,7 +51,7 @@ def exact(thetas):
     in θ₁ and θ₂."""
     with jax.enable_x64(True):
         t1, t2 = (np.asarray(t, np.float64) for t in thetas)
-        exact_fn = jax.jit(_exact)
+        exact_fn = jax.jit(_exact, compiler_options=common.FAST_COMPILE)
         grad = lambda a, b: np.asarray(exact_fn(a, b)["derivatives"]["gradient"])
         h, eye = 1e-5, np.eye(5)
         finite_differences = {
@@ -73,7 +74,8 @@ def test_exact_values_and_derivatives(thetas, exact):
 @pytest.fixture(scope="module")
 def study(thetas, exact):
     """The experiment's error statistics and bias check of one batch of estimates, and the estimates."""
-    drawn = ipd.draw_estimates(CONFIG, CONFIG.check_batch, CONFIG.check_estimates, *thetas, jax.random.key(1))
+    draw = jax.jit(ipd.estimates, static_argnums=(0, 1, 2), compiler_options=common.FAST_COMPILE)
+    drawn = draw(CONFIG, CONFIG.check_batch, CONFIG.check_estimates, *thetas, jax.random.key(1))
     drawn = jax.tree_util.tree_map(np.asarray, drawn)
     derivatives = exact[0]["derivatives"]
     results = {"errors": {e: ipd.error_stats(d, derivatives) for e, d in drawn.items()},

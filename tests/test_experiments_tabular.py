@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import common
 from experiments import tabular as study
 from logtrick.rl import tabular
 
@@ -23,7 +24,7 @@ UNBIASED = ("plain", "reward_to_go", "rloo", "value")
 def errors():
     """``gradient_error`` at N = 4 on the quick configuration's MDPs, against the exact estimator's gradients."""
 
-    @functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+    @functools.partial(jax.jit, compiler_options=common.FAST_COMPILE)
     def setup(key):
         mdps = jax.vmap(lambda k: tabular.random_mdp(k, CONFIG.num_states, CONFIG.num_actions))(
             jax.random.split(key, CONFIG.num_mdps))
