@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 import time
 from typing import Any, Callable
 
@@ -37,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.common import RESULTS_PATH, machine, write_section
+from benchmarks.common import publish
 from experiments import cartpole
 
 SECTION = "## CartPole REINFORCE"
@@ -258,14 +257,8 @@ def main() -> None:
     config = (Config(train=cartpole.QUICK, seed_counts=(1, 2), compile_repeats=1, run_repeats=2) if args.quick
               else Config())
     results = run(config)
-    machine_info = machine()
-    print(machine_info)
-    print(table(results))
-    print(targets(results))
-    print(interpretation(results))
-    if not args.quick:
-        write_section(SECTION, section(config, " ".join([COMMAND] + sys.argv[1:]), results, machine_info))
-        print(f"wrote {RESULTS_PATH}")
+    publish(SECTION, COMMAND, "\n".join([table(results), targets(results), interpretation(results)]),
+            lambda command, machine_info: section(config, command, results, machine_info), quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pathlib
 import platform
 import re
 import statistics
+import sys
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -125,3 +126,16 @@ def write_section(title: str, text: str, path: pathlib.Path = RESULTS_PATH) -> N
         end = old.find("\n## ", start + len(title))
         new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
     path.write_text(new)
+
+
+def publish(title: str, command: str, report: str, section: Callable[[str, str], str], *, quick: bool) -> None:
+    """Prints the machine line and ``report``; unless ``quick``, writes ``section(command line, machine)`` to RESULTS.md.
+
+    The command line is ``command`` followed by this process's arguments.
+    """
+    machine_info = machine()
+    print(machine_info)
+    print(report)
+    if not quick:
+        write_section(title, section(" ".join([command] + sys.argv[1:]), machine_info))
+        print(f"wrote {RESULTS_PATH}")

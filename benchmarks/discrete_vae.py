@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 import time
 from typing import Any, Callable
 
@@ -31,7 +30,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.common import RESULTS_PATH, machine, write_section
+from benchmarks.common import publish
 from experiments import discrete_vae as dv
 
 SECTION = "## Discrete VAE: training-step cost per estimator"
@@ -208,14 +207,8 @@ def main() -> None:
                      "gumbel_st", "exact", FIXED_CV), compile_repeats=1, repeats=3, min_sample_seconds=0.005)
               if args.quick else Config())
     results = run(config)
-    machine_info = machine()
-    print(machine_info)
-    print(table(results))
-    print(targets(config, results))
-    print(interpretation(config, results))
-    if not args.quick:
-        write_section(SECTION, section(config, " ".join([COMMAND] + sys.argv[1:]), results, machine_info))
-        print(f"wrote {RESULTS_PATH}")
+    publish(SECTION, COMMAND, "\n".join([table(results), targets(config, results), interpretation(config, results)]),
+            lambda command, machine_info: section(config, command, results, machine_info), quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -58,8 +57,7 @@ import numpyro.distributions as nd
 from jax.scipy import stats
 
 import logtrick as lt
-from benchmarks.common import (RESULTS_PATH, compile_timed, interleaved_times, machine, median_iqr, paired_ratio,
-                               write_section)
+from benchmarks.common import compile_timed, interleaved_times, median_iqr, paired_ratio, publish
 
 SECTION = "## Plate of Bernoulli latents: ELBO gradient vs NumPyro's TraceGraph_ELBO"
 COMMAND = "python -m benchmarks.plate"
@@ -432,13 +430,8 @@ def main() -> None:
     config = QUICK if args.quick else Config(num_particles=args.num_particles, num_estimates=args.num_estimates,
                                              repeats=args.repeats)
     results = run(config)
-    machine_info = machine()
-    print(machine_info)
-    print(table(results))
-    print(targets(results))
-    if not args.quick:
-        write_section(SECTION, section(config, " ".join([COMMAND] + sys.argv[1:]), results, machine_info))
-        print(f"wrote {RESULTS_PATH}")
+    publish(SECTION, COMMAND, table(results) + "\n" + targets(results),
+            lambda command, machine_info: section(config, command, results, machine_info), quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
@@ -46,8 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import logtrick as lt
-from benchmarks.common import (RESULTS_PATH, compile_timed, interleaved_times, large_passes, machine, median_iqr,
-                               paired_ratio, write_section)
+from benchmarks.common import compile_timed, interleaved_times, large_passes, median_iqr, paired_ratio, publish
 
 SECTION = "## Vmapped categorical MLP policy: per-state estimator vs hand-written surrogate"
 COMMAND = "python -m benchmarks.policy_mlp"
@@ -268,13 +266,8 @@ def main() -> None:
     args = parser.parse_args()
     config = QUICK if args.quick else Config(num_samples=args.num_samples, repeats=args.repeats)
     results = run(config)
-    machine_info = machine()
-    print(machine_info)
-    print(table(results))
-    print(targets(results))
-    if not args.quick:
-        write_section(SECTION, section(config, " ".join([COMMAND] + sys.argv[1:]), results, machine_info))
-        print(f"wrote {RESULTS_PATH}")
+    publish(SECTION, COMMAND, table(results) + "\n" + targets(results),
+            lambda command, machine_info: section(config, command, results, machine_info), quick=args.quick)
 
 
 if __name__ == "__main__":

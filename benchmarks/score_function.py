@@ -42,7 +42,7 @@ from jax.scipy import stats
 from tqdm import tqdm
 
 import logtrick as lt
-from benchmarks.common import RESULTS_PATH, large_passes, machine, write_section
+from benchmarks.common import large_passes, publish
 
 OPTAX_VERSION = "0.1.9"
 OPTAX_DIR = pathlib.Path(__file__).resolve().parent / ".optax01"
@@ -325,14 +325,8 @@ def main() -> None:
     optax = load_optax_0_1_9()
     print(f"optax {optax.__version__} from {OPTAX_DIR}", flush=True)
     results = run(config, optax)
-    machine_info = machine()
-    print(machine_info)
-    print(table(results))
-    print(targets(results))
-    if not args.quick:
-        command = " ".join([COMMAND] + sys.argv[1:])
-        write_section(SECTION, section(config, command, results, machine_info))
-        print(f"wrote {RESULTS_PATH}")
+    publish(SECTION, COMMAND, table(results) + "\n" + targets(results),
+            lambda command, machine_info: section(config, command, results, machine_info), quick=args.quick)
 
 
 if __name__ == "__main__":
