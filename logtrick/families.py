@@ -114,7 +114,9 @@ def bernoulli() -> Family:
         return jnp.concatenate(antithetic_bernoulli(logits, u))
 
     def log_prob(logits, x):
-        return jnp.sum(x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits))
+        # x log σ(θ) + (1 - x) log σ(-θ) = x θ - softplus(θ): a dot product, so that a vmap over
+        # outcomes (or datapoints) becomes a matrix product rather than an (outcomes, ...) temporary.
+        return jnp.vdot(x, logits) - jnp.sum(jax.nn.softplus(logits))
 
     return Family(sample, log_prob, antithetic_sample)
 
