@@ -4,7 +4,7 @@ For each problem, score-function estimates of grad_θ E[f] are compared with
 ``jax.grad`` of the exact expectation (closed form or enumeration). Each
 method of :data:`METHODS` (no baseline, leave-one-out, a moving average after
 ``warmup_steps`` calls that warm its state) draws ``num_estimates``
-independent estimates of ``num_samples`` samples each; ``lt.testing.z_test``
+independent estimates of ``num_samples`` samples each; ``lt.testing.check_unbiased``
 tests their mean against the exact gradient over every problem's coordinates
 at once (Bonferroni), and the variance of one estimate is reported per
 coordinate. A second sweep, with no baseline, measures the RMS error
@@ -209,7 +209,7 @@ def run(config: Config, *, progress: bool = False) -> dict[str, Any]:
             by_method[name][problem.name] = drawn[name]
         slopes[problem.name] = error_slope({n: drawn[n] for n in config.sweep}, exact)
 
-    tests = {name: lt.testing.z_test(estimates, exacts, significance=config.significance)
+    tests = {name: lt.testing.check_unbiased(estimates, exacts, significance=config.significance)
              for name, estimates in by_method.items()}
     rows = []
     for problem in problems():

@@ -14,7 +14,7 @@ All four are unbiased; their variances Var[g] = E[(g - E g)²] are computed to
 float64 precision by Gauss-Hermite quadrature, and their means checked
 against ``jax.grad`` of the closed forms in ``lt.exact``. At a few k, the
 library's single-sample terms (``lt.score_function_jacobians``, and
-one-sample estimates of ``lt.pathwise``) check both: ``lt.testing.z_test``
+one-sample estimates of ``lt.pathwise``) check both: ``lt.testing.check_unbiased``
 tests their sample means against the exact gradient and their mean squared
 deviations from it against the exact variance, Bonferroni over the study.
 
@@ -208,10 +208,10 @@ def monte_carlo_terms(f: Callable, theta: jax.Array, k: jax.Array, baselines: di
 
 
 def moment_test(terms: Any, means: Any, variances: Any, *, significance: float) -> lt.testing.UnbiasedReport:
-    """z-test of the sample means and variances of i.i.d. draws of g against the exact E[g] and Var[g].
+    """The unbiasedness test of the sample means and variances of i.i.d. draws of g against the exact E[g] and Var[g].
 
     The squared deviations (g_i - E g)² from the exact mean are i.i.d. with
-    mean Var g, so ``lt.testing.z_test`` tests both moments as means: the
+    mean Var g, so ``lt.testing.check_unbiased`` tests both moments as means: the
     variance's standard error √(Var[(g - E g)²] / N) comes from the fourth
     central moment. Bonferroni over every coordinate of both.
 
@@ -225,7 +225,7 @@ def moment_test(terms: Any, means: Any, variances: Any, *, significance: float) 
       An ``lt.testing.UnbiasedReport``; its ``z`` is ``{"mean": ..., "variance": ...}``.
     """
     deviations = jax.tree_util.tree_map(lambda t, m: (t - m) ** 2, terms, means)
-    return lt.testing.z_test({"mean": terms, "variance": deviations}, {"mean": means, "variance": variances},
+    return lt.testing.check_unbiased({"mean": terms, "variance": deviations}, {"mean": means, "variance": variances},
                              significance=significance)
 
 

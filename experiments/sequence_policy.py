@@ -350,7 +350,7 @@ def accuracy(estimates: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
     estimates (0 for an estimate that is exactly zero: a group of equal
     rewards gives RLOO and GRPO nothing), and its z-test's max |z| and
     threshold. Besides: the bias's noise floor √(tr Var / M) / ‖∇J‖ (its size
-    for an unbiased estimator); the max |z| of ``lt.testing.z_test`` against
+    for an unbiased estimator); the max |z| of ``lt.testing.check_unbiased`` against
     c ∇J with the best scale c = ⟨ḡ, ∇J⟩ / ‖∇J‖² (a bias of direction, not of
     scale); relative total variance tr Var / ‖∇J‖²; the signal-to-noise ratio
     ‖ḡ‖² / tr Var (scale-free); the quartiles of cos(ĝ, ∇J); and the fraction
@@ -371,7 +371,7 @@ def accuracy(estimates: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
         "max_abs_z": shared.max_abs_z,
         "threshold": shared.threshold,
         "best_scale": scale,
-        "max_abs_z_best_scale": lt.testing.z_test(estimates, scale * exact).max_abs_z,
+        "max_abs_z_best_scale": lt.testing.check_unbiased(estimates, scale * exact).max_abs_z,
         "relative_variance": total_variance / norm ** 2,
         "signal_to_noise": float(mean @ mean / total_variance),
         "cosine_of_mean": shared.cosine_of_mean,

@@ -33,7 +33,7 @@ def test_quadratic_k1_variances_are_exact():
 @pytest.mark.parametrize("cost", [QUADRATIC, gv.COSTS[1]], ids=lambda c: c.name)
 def test_monte_carlo_agrees_with_exact(cost):
     """Statistical: 10^5 library single-sample terms at each checked k; their sample means and mean squared
-    deviations are z-tested against the exact gradient and variance (lt.testing.z_test, Bonferroni, α = 1e-3
+    deviations are z-tested against the exact gradient and variance (lt.testing.check_unbiased, Bonferroni, α = 1e-3
     over the study). Also the quadrature means equal jax.grad of the closed forms in lt.exact."""
     config = gv.Config(num_k=3, num_quadrature=500, mc_samples=100_000)
     with jax.enable_x64(True):
