@@ -10,21 +10,25 @@ invertible),
     H(T) = T + a T² / 3 + a² T³ / 27 + a / 6,   a = γ̂ / √M,
 
 which removes the first-order (1/√M) skewness error of the normal
-approximation, and the test rejects when any |H| exceeds the Student-t
-quantile t_{M-1}(1 - α / (2C)) for C coordinates (Bonferroni).
+approximation, and compared with the Student quantile t_ν(1 - α / (2C)) for C
+coordinates (Bonferroni), with ν = 2(M - 1) / (2 + κ̂) degrees of freedom for
+a sample excess kurtosis κ̂ (the variance estimate of a heavy-tailed sample is
+as uncertain as a Gaussian one with ν + 1 points; ν = M - 1 for Gaussian
+tails). The reported statistic is H rescaled to the common threshold
+t_{M-1}(1 - α / (2C)).
 
 No test of a mean is valid for every distribution at a fixed M (Bahadur and
 Savage, 1956): heavy tails make the mean of M estimates far from normal, the
-sample misses the rare large values and the test rejects unbiased
-estimators. So the test first checks that the sample can be tested: a
-coordinate whose estimates have a sample excess kurtosis κ̂ > M / 5 (the
-estimates are too few for their tails), or whose estimates are all equal but
-not to the expected value (a deterministic bias, or rare outcomes the sample
-has not reached), is untestable, and the verdict is "inconclusive", with the
-number of estimates the gate asks for. ``python -m experiments.calibration``
-measures the false-alarm rate and power of this rule on the library's own
-estimators, light and heavy tailed; the README shows the curves and the
-regimes where each holds.
+sample misses the rare large values and a test rejects unbiased estimators.
+So the test first checks that each coordinate can be tested: its κ̂ must be at
+most M / (½ t*²); with fewer than 300 estimates its sample must also look
+Gaussian (|γ̂| ≤ 2√(6/M), κ̂ ≤ 2√(24/M)); and estimates that are all equal
+must equal the expected value (otherwise a deterministic bias and rare
+outcomes the sample has not reached look the same). An untestable coordinate
+makes the verdict "inconclusive", with the number of estimates the gate asks
+for. ``python -m experiments.calibration`` measures the false-alarm rate and
+power of this rule on the library's own estimators, light and heavy tailed;
+the README shows the curves and the regimes where each holds.
 
 References:
   Johnson, "Modified t tests and confidence intervals for asymmetrical
@@ -48,8 +52,11 @@ from logtrick.base import Estimator
 
 Params = Any
 
-KURTOSIS_GATE = 5.0
-"""A coordinate is testable when its sample excess kurtosis is at most M / KURTOSIS_GATE."""
+KURTOSIS_GATE = 0.5
+"""A coordinate is testable when its sample excess kurtosis κ̂ is at most M / (KURTOSIS_GATE t*²)."""
+
+SMALL_SAMPLE = 300
+"""Below this many estimates, a coordinate is testable only if its sample looks Gaussian."""
 
 MIN_ESTIMATES = 30
 
@@ -65,15 +72,15 @@ class UnbiasedReport(NamedTuple):
       verdict: "consistent" (no bias found), "biased" (a testable coordinate
         rejects) or "inconclusive" (no rejection, but some coordinates cannot
         be tested at this M).
-      z: pytree like ``expected`` of per-coordinate skewness-corrected
-        statistics H(T) (NaN where untestable).
+      z: pytree like ``expected`` of per-coordinate corrected statistics,
+        on the scale of ``threshold`` (NaN where untestable).
       max_abs_z: the largest |H| over the testable coordinates.
       threshold: the Bonferroni-corrected Student-t threshold.
       num_estimates: M.
       untestable: descriptions of the untestable coordinates (at most 5 listed).
       num_untestable: how many coordinates are untestable.
-      min_estimates: the M the kurtosis gate asks for (a lower bound: heavy
-        tails are underestimated by a small sample); M itself if all pass.
+      min_estimates: the M the gates ask for (a lower bound: a small sample
+        underestimates heavy tails); M itself if all pass.
     """
 
     verdict: str
@@ -157,14 +164,30 @@ def _moments(est: np.ndarray, atol: float) -> _Moments:
     return _Moments(mean, std_error, skewness, excess_kurtosis, constant)
 
 
+def _testable_shape(mom: _Moments, m: int, gate: float) -> np.ndarray:
+    """The kurtosis gate κ̂ ≤ M / gate; below :data:`SMALL_SAMPLE` estimates also a Gaussian-looking sample:
+    |γ̂| and κ̂ within two standard errors of a normal sample's, 2√(6/M) and 2√(24/M)."""
+    ok = mom.excess_kurtosis <= m / gate
+    if m < SMALL_SAMPLE:
+        ok &= (np.abs(mom.skewness) <= 2.0 * math.sqrt(6.0 / m)) & (mom.excess_kurtosis <= 2.0 * math.sqrt(24.0 / m))
+    return ok
+
+
 def _hall(t: np.ndarray, skewness: np.ndarray, m: int) -> np.ndarray:
     """H(T) = T + a T²/3 + a² T³/27 + a/6, a = γ̂/√M: Hall's monotone form of Johnson's modified t."""
     a = skewness / math.sqrt(m)
     return t + a * t**2 / 3.0 + a**2 * t**3 / 27.0 + a / 6.0
 
 
-def _threshold(significance: float, num_coords: int, m: int) -> float:
-    return float(scipy.stats.t.ppf(1.0 - significance / (2.0 * num_coords), m - 1))
+def _threshold(significance: float, num_coords: int, m: Any) -> Any:
+    """t_{m-1}(1 - α / (2C)): the Bonferroni Student threshold for m estimates (m may be an array)."""
+    return scipy.stats.t.ppf(1.0 - significance / (2.0 * num_coords), np.asarray(m) - 1)
+
+
+def _effective_df(excess_kurtosis: np.ndarray, m: int) -> np.ndarray:
+    """ν = 2(M - 1) / (2 + κ̂), at most M - 1: the degrees of freedom of a variance estimate whose relative
+    variance is (2 + κ)/(M - 1) instead of the Gaussian 2/(M - 1) (Satterthwaite's matching of moments)."""
+    return np.minimum(m - 1.0, 2.0 * (m - 1) / np.maximum(2.0 + excess_kurtosis, 2.0))
 
 
 def check_unbiased(
@@ -199,14 +222,16 @@ def _check(estimates: Any, expected: Any, significance: float, atol: float, call
         raise ValueError(f"{caller}: need at least {MIN_ESTIMATES} estimates, got {m}")
     mom = _moments(est, atol)
     finite = np.all(np.isfinite(est), axis=0)
+    threshold = float(_threshold(significance, num_coords, m))
     with np.errstate(divide="ignore", invalid="ignore"):
         t = (mom.mean - exp) / np.where(mom.constant, 1.0, mom.std_error)
-        h = _hall(t, mom.skewness, m)
+        h = _hall(t, mom.skewness, m) * threshold / _threshold(significance, num_coords,
+                                                                 _effective_df(mom.excess_kurtosis, m) + 1)
+    gate = KURTOSIS_GATE * threshold**2
     equal = finite & mom.constant & (np.abs(mom.mean - exp) <= atol)   # constant and right: nothing to test
-    heavy = finite & ~mom.constant & ~(mom.excess_kurtosis <= m / KURTOSIS_GATE)
+    heavy = finite & ~mom.constant & ~_testable_shape(mom, m, gate)
     untestable_mask = finite & ~equal & (mom.constant | heavy)
     testable = finite & ~mom.constant & ~heavy
-    threshold = _threshold(significance, num_coords, m)
     h = np.where(testable, h, np.where(equal, 0.0, np.nan))
     h = np.where(finite, h, np.inf)                 # a non-finite estimate is a broken estimator: rejected
     testable |= ~finite
@@ -214,10 +239,13 @@ def _check(estimates: Any, expected: Any, significance: float, atol: float, call
     names = [f"{name}{list(idx)}" for name, _, e in pairs for idx in np.ndindex(e.shape)]
     untestable = tuple(
         (f"{names[c]}: all {m} estimates equal {mom.mean[c]:.6g}, expected {exp[c]:.6g}" if mom.constant[c]
-         else f"{names[c]}: excess kurtosis {mom.excess_kurtosis[c]:.3g} > M / {KURTOSIS_GATE:g} = "
-              f"{m / KURTOSIS_GATE:.3g}")
+         else f"{names[c]}: excess kurtosis {mom.excess_kurtosis[c]:.3g} > M / (½ t*²) = {m / gate:.3g}"
+         if not mom.excess_kurtosis[c] <= m / gate
+         else f"{names[c]}: skewness {mom.skewness[c]:.3g}, excess kurtosis {mom.excess_kurtosis[c]:.3g}: not "
+              f"Gaussian-looking, as fewer than {SMALL_SAMPLE} estimates must be")
         for c in np.flatnonzero(untestable_mask)[:5])
-    min_estimates = max(m, int(math.ceil(KURTOSIS_GATE * float(np.max(mom.excess_kurtosis[heavy], initial=0.0)))))
+    min_estimates = max(m, SMALL_SAMPLE if heavy.any() and m < SMALL_SAMPLE else 0,
+                        int(math.ceil(gate * float(np.max(mom.excess_kurtosis[heavy], initial=0.0)))))
     if max_abs_z > threshold:
         verdict = "biased"
     else:
@@ -238,11 +266,11 @@ def assert_unbiased(
 ) -> UnbiasedReport:
     """Asserts that independent estimates are centred on ``expected``.
 
-    The skewness-corrected Student test of the module docstring, Bonferroni
-    over the C coordinates: an unbiased estimator is rejected with probability
-    at most about ``significance`` in the regimes ``experiments.calibration``
-    measures, and estimates too few or too heavy-tailed to test are refused,
-    not judged.
+    The skewness- and kurtosis-corrected Student test of the module
+    docstring, Bonferroni over the C coordinates: an unbiased estimator is
+    rejected with probability at most ``significance`` in the regimes
+    ``experiments.calibration`` measures, and estimates too few for their
+    tails are refused, not judged.
 
     Args:
       estimates: pytree; each leaf has leading axis M (≥ 30) of independent
@@ -309,8 +337,8 @@ def estimates_needed(
     exact value), coordinate c is rejected with probability ``power`` once
     √M b_c / σ_c ≥ t_{M-1}(1 - α/(2C)) + Φ⁻¹(power), σ_c the estimates' standard
     deviation from the pilot run; the answer is the smallest such M over the
-    coordinates (the most detectable one), and at least what the kurtosis gate
-    asks for on the pilot's tails.
+    coordinates (the most detectable one), and at least what the gates of
+    :func:`check_unbiased` ask for on the pilot's tails.
 
     Args:
       pilot: pytree; each leaf has leading axis M₀ ≥ 30 of estimates from a pilot run.
@@ -342,12 +370,14 @@ def estimates_needed(
     z_power = statistics.NormalDist().inv_cdf(power)
     m = MIN_ESTIMATES
     for _ in range(100):   # M = ((t_{M-1} + z_power) / best)², a fixed point decreasing to the normal limit
-        needed = max(MIN_ESTIMATES, int(math.ceil(((_threshold(significance, num_coords, m) + z_power) / best) ** 2)))
+        needed = max(MIN_ESTIMATES, int(math.ceil(((float(_threshold(significance, num_coords, m)) + z_power)
+                                                    / best) ** 2)))
         if needed == m:
             break
         m = needed
-    kurtosis = _moments(est, 0.0).excess_kurtosis
-    return max(m, int(math.ceil(KURTOSIS_GATE * float(np.max(kurtosis, initial=0.0)))))
+    kurtosis = float(np.max(_moments(est, 0.0).excess_kurtosis, initial=0.0))
+    gate = KURTOSIS_GATE * float(_threshold(significance, num_coords, m)) ** 2
+    return max(m, int(math.ceil(gate * kurtosis)), SMALL_SAMPLE if kurtosis > 2.0 * math.sqrt(24.0 / m0) else 0)
 
 
 class VarianceReport(NamedTuple):

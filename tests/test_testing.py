@@ -31,10 +31,10 @@ def test_rejects_a_bias_of_a_few_standard_errors_in_one_coordinate():
 
 
 def test_threshold_is_bonferroni_student():
-    draws = normal_draws(2, jnp.zeros(100), 100)
+    draws = normal_draws(2, jnp.zeros(100), 300)
     report = lt.testing.assert_unbiased(draws, jnp.zeros(100), significance=0.01)
-    # t_99(1 - 0.01 / 200) ≈ 4.055 (the normal quantile would be 3.89)
-    np.testing.assert_allclose(report.threshold, 4.0550, atol=1e-3)
+    # t_299(1 - 0.01 / 200) ≈ 3.944 (the normal quantile would be 3.89)
+    np.testing.assert_allclose(report.threshold, 3.9437, atol=1e-3)
 
 
 def test_constant_estimates_need_exact_agreement():
@@ -60,13 +60,16 @@ def test_input_errors():
 
 
 def test_check_unbiased_reports_without_raising():
-    """The report of a rejected test, its statistics Hall's H(T) computed by hand from T and the skewness."""
+    """The report of a rejected test, its statistics computed by hand: Hall's H(T) from T and the skewness,
+    rescaled from the Student threshold at ν = 2(M - 1)/(2 + κ̂) degrees of freedom to the one at M - 1."""
     draws = normal_draws(3, jnp.zeros(4), 400).at[:, 2].add(1.0)
     report = lt.testing.check_unbiased(draws, jnp.zeros(4))
     d = np.asarray(draws, np.float64)
     t = d.mean(axis=0) / (d.std(axis=0, ddof=1) / np.sqrt(400))
     a = scipy.stats.skew(d, axis=0) / np.sqrt(400)
-    h = t + a * t**2 / 3 + a**2 * t**3 / 27 + a / 6
+    nu = np.minimum(399.0, 2 * 399 / np.maximum(2 + scipy.stats.kurtosis(d, axis=0), 2.0))
+    quantile = lambda df: scipy.stats.t.ppf(1 - 1e-3 / 8, df)
+    h = (t + a * t**2 / 3 + a**2 * t**3 / 27 + a / 6) * quantile(399) / quantile(nu)
     np.testing.assert_allclose(report.z, h, rtol=1e-6)
     assert report.verdict == "biased" and report.max_abs_z == pytest.approx(np.abs(h).max())
     assert report.num_estimates == 400 and int(np.argmax(np.abs(report.z))) == 2
