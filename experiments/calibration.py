@@ -274,6 +274,23 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_table(results: dict[str, Any]) -> str:
+    """Markdown: per estimator and M, the rejection rate of ``assert_unbiased`` (refused in brackets) at each α,
+    and the plain z-test's, on unbiased estimates."""
+    alphas = results["config"]["significances"]
+    head = " | ".join(f"α = {a}: rejected (refused) | plain z-test" for a in alphas)
+    lines = [f"| estimator | M | {head} |", "|---|---:|" + "---:|---:|" * len(alphas)]
+    for name, rows in results["false_alarms"].items():
+        for m in results["config"]["num_estimates"]:
+            cells = []
+            for a in alphas:
+                (r,) = [r for r in rows if r["num_estimates"] == m and r["significance"] == a]
+                mark = "" if r["calibrated"] else " (over)"
+                cells.append(f"{r['rejected']:.3f} ({r['refused']:.2f}){mark} | {r['plain_z_rejected']:.3f}")
+            lines.append(f"| {name} | {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def summary(results: dict[str, Any]) -> dict[str, Any]:
     """Whether every cell is calibrated, the worst ratio of rejection rate to α, and the δ₉₅ values."""
     cells = [r for rows in results["false_alarms"].values() for r in rows]

@@ -68,3 +68,15 @@ def test_error_slope_recovers_a_known_slope():
     assert slope["z"] > 10
     np.testing.assert_allclose([slope["rms_error"][n] for n in sizes], np.sqrt(3) * np.array(sizes) ** -0.3,
                                rtol=0.05)
+
+
+def test_slope_check_rejects_a_fixed_bias():
+    """Statistical: Gaussian estimates with error ∝ N^-1/2 at the sweep's sizes pass the slope check; the same
+    estimates plus a fixed bias (0.1 per coordinate, 0.4 standard deviations at N = 16) are rejected: their
+    error levels off."""
+    rng = np.random.default_rng(1)
+    estimates = {n: 1.0 + rng.standard_normal((CONFIG.num_estimates, 3)) / np.sqrt(n) for n in CONFIG.sweep}
+    threshold = ec.bonferroni(CONFIG.significance, 1)
+    assert abs(ec.error_slope(estimates, np.ones(3))["z"]) <= threshold
+    biased = ec.error_slope({n: e + 0.1 for n, e in estimates.items()}, np.ones(3))
+    assert biased["z"] > threshold, biased
