@@ -69,9 +69,9 @@ class UnbiasedReport(NamedTuple):
     """Outcome of :func:`check_unbiased` and :func:`assert_unbiased`.
 
     Attributes:
-      verdict: "consistent" (no bias found), "biased" (a testable coordinate
-        rejects) or "inconclusive" (no rejection, but some coordinates cannot
-        be tested at this M).
+      verdict: "consistent" (no bias found), "biased" (a coordinate rejects,
+        or an estimate is not finite) or "inconclusive" (some coordinate
+        cannot be tested at this M: then no coordinate is judged).
       z: pytree like ``expected`` of per-coordinate corrected statistics,
         on the scale of ``threshold`` (NaN where untestable).
       max_abs_z: the largest |H| over the testable coordinates.
@@ -246,10 +246,14 @@ def _check(estimates: Any, expected: Any, significance: float, atol: float, call
         for c in np.flatnonzero(untestable_mask)[:5])
     min_estimates = max(m, SMALL_SAMPLE if heavy.any() and m < SMALL_SAMPLE else 0,
                         int(math.ceil(gate * float(np.max(mom.excess_kurtosis[heavy], initial=0.0)))))
-    if max_abs_z > threshold:
+    # One untestable coordinate makes the whole sample inconclusive: the coordinates that pass the gates next
+    # to one that fails are the ones whose samples happened to miss their tails, and they reject too often.
+    if not finite.all():
         verdict = "biased"
+    elif untestable_mask.any():
+        verdict = "inconclusive"
     else:
-        verdict = "inconclusive" if untestable_mask.any() else "consistent"
+        verdict = "biased" if max_abs_z > threshold else "consistent"
     offsets = np.cumsum([0] + [e.size for _, _, e in pairs])
     z = [h[offsets[i]:offsets[i + 1]].reshape(e.shape) for i, (_, _, e) in enumerate(pairs)]
     return UnbiasedReport(verdict=verdict, z=jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(expected), z),
@@ -312,8 +316,8 @@ def assert_unbiased(
             + "\n".join(lines))
     if report.verdict == "inconclusive":
         raise InconclusiveError(
-            f"inconclusive: {report.num_untestable} coordinate(s) cannot be tested with {m} estimates; no "
-            f"testable coordinate is biased (max |statistic| {report.max_abs_z:.2f} ≤ {threshold:.2f}). Draw at "
+            f"inconclusive: {report.num_untestable} coordinate(s) cannot be tested with {m} estimates, so none "
+            f"is judged (the others' max |statistic| is {report.max_abs_z:.2f}, threshold {threshold:.2f}). Draw at "
             f"least {report.min_estimates} estimates (more if the tails are heavier than this sample shows), or "
             "test a quantity with lighter tails.\n" + "\n".join(f"  {u}" for u in report.untestable))
     return report
