@@ -18,10 +18,6 @@ GAUSS = {"loc": jnp.linspace(-1.0, 1.0, 5), "log_scale": jnp.full(5, -1.0)}
 AMPLITUDES = jnp.array([1.0, -0.5, 2.0, 0.3, 1.5])
 
 
-def total_variance(estimates):
-    return sum(float(np.var(np.asarray(leaf), axis=0, ddof=1).sum()) for leaf in jax.tree_util.tree_leaves(estimates))
-
-
 def quadratic(x):
     return jnp.sum((x - 0.5) ** 2) + 2.0 * x[0] * x[1] - x[2] * x[4] + jnp.sum(x)
 
@@ -64,25 +60,25 @@ def exact_cosines(params, a):
 
 def test_delta_method_unbiased_in_params_and_args_with_far_lower_variance():
     """Statistical: Σ a_d cos(x_d), D = 5: value, ∇_θ (``estimate``), ∇_a and the (θ, a) Hessian against the
-    closed form; the θ-gradient's variance far below the score function's with leave-one-out (ratio printed)."""
+    closed form; paired on the same samples, the θ-gradient has at most 0.02 times the variance of the score
+    function's with leave-one-out."""
     est = lt.delta_method(cosines, num_samples=16)
     plain = lt.score_function(cosines, lt.families.normal(), num_samples=16, baseline=lt.baselines.leave_one_out())
 
     def per_key(key):
-        k1, k2 = jax.random.split(key)
-        grads, _, _ = est.estimate(GAUSS, (), k1, AMPLITUDES)
-        loss = lambda p, a: est.loss(p, (), k1, a)[0]
+        grads, _, _ = est.estimate(GAUSS, (), key, AMPLITUDES)
+        loss = lambda p, a: est.loss(p, (), key, a)[0]
         value, a_grad = jax.value_and_grad(loss, argnums=1)(GAUSS, AMPLITUDES)
         hessian = jax.hessian(loss, argnums=(0, 1))(GAUSS, AMPLITUDES)
-        return (value, grads, a_grad, hessian), plain.estimate(GAUSS, (), k2, AMPLITUDES)[0]
+        return (value, grads, a_grad, hessian), plain.estimate(GAUSS, (), key, AMPLITUDES)[0]
 
-    estimates, reference = jit(jax.vmap(per_key))(jax.random.split(jax.random.key(0), 400))
+    estimates, reference = jit(jax.vmap(per_key))(jax.random.split(jax.random.key(0), 10000))
     expected = jit(lambda p, a: (exact_cosines(p, a), *jax.grad(exact_cosines, argnums=(0, 1))(p, a),
                                  jax.hessian(exact_cosines, argnums=(0, 1))(p, a)))(GAUSS, AMPLITUDES)
     lt.testing.assert_unbiased(estimates, expected)
-    ratio = total_variance(estimates[1]) / total_variance(reference)
-    print(f"delta method / score function (leave-one-out) variance ratio, N = 16, σ = e^-1: {ratio:.4f}")
-    assert ratio < 0.1
+    # Ratio 0.0160 (median over 30 other seeds of 10⁴ estimates, range 0.0153-0.0172); 0.02 is the least c of
+    # 0.001 steps at which all 30 give a paired z > 4.5.
+    lt.testing.assert_variance_ratio(estimates[1], reference, at_most=0.02)
 
 
 SHAPES = r"`params` 'loc' and 'log_scale' must both have shape \(D,\)"

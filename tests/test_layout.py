@@ -71,14 +71,54 @@ def test_chunked_value_params_args_and_hessian_unbiased(name):
     lt.testing.assert_unbiased(draws, expected()[:len(draws)])
 
 
-def test_single_chunk_equals_unchunked_and_chunked_aux():
-    key = jax.random.key(3)
-    whole = lt.score_function(f, NORMAL, num_samples=32)
-    one_chunk = lt.score_function(f, NORMAL, num_samples=32, chunk_size=32)
-    (g1, _, a1), (g2, _, a2), (_, _, aux) = jit(lambda k: [est.estimate(PARAMS, (), k, W) for est in (
-        whole, one_chunk, CHUNKED["leave_one_out"])])(key)
-    assert jnp.array_equal(a1["f"], a2["f"]) and jnp.array_equal(g1["loc"], g2["loc"])
-    assert aux["f"].shape == aux["baseline"].shape == (64,) and "samples" not in aux
+def hand_estimates(xs, chunk):
+    """From the N samples, in numpy: the baselines, and the value, ∇_w and ∇_θ of the leave-one-out score function
+    and of pathwise, with the baseline over all N samples (``chunk=None``) or, the broken variant, per chunk."""
+    loc, scale, w = (np.asarray(a, np.float64) for a in (PARAMS["loc"], np.exp(PARAMS["log_scale"]), W))
+    xs = np.asarray(xs, np.float64)
+    values = np.cos(2.0 * xs) @ w
+    groups = values.reshape(-1, chunk or len(values))
+    b = ((groups.sum(axis=1, keepdims=True) - groups) / (groups.shape[1] - 1)).reshape(-1)
+    z = (xs - loc) / scale
+    score = {"loc": z / scale, "log_scale": z**2 - 1.0}
+    slope = -2.0 * w * np.sin(2.0 * xs)  # ∂f/∂x
+    estimates = {"value": values.mean(), "w": np.cos(2.0 * xs).mean(axis=0),
+                 "score_function": {k: np.mean((values - b)[:, None] * s, axis=0) for k, s in score.items()},
+                 "pathwise": {"loc": slope.mean(axis=0), "log_scale": np.mean(slope * (xs - loc), axis=0)}}
+    return b, estimates
+
+
+def test_chunks_are_drawn_from_split_keys_and_summed_with_one_baseline():
+    """24 samples in 3 chunks of 8, chunk c drawn from ``jax.random.split(key, 3)[c]``: value, ∇_θ, ∇_w and the
+    baselines on one key equal the unchunked formulas written out in numpy on those 24 samples, with one
+    leave-one-out baseline over all of them; a dropped chunk or baselines taken within each chunk would differ."""
+    n, chunk = 24, 8
+    sf = lt.score_function(f, NORMAL, num_samples=n, chunk_size=chunk, baseline=lt.baselines.leave_one_out())
+    pw = lt.pathwise(f, NORMAL.sample, num_samples=n, chunk_size=chunk)
+
+    @jit
+    def run(key):
+        (value, (_, aux)), (sf_grads, sf_w) = jax.value_and_grad(sf.loss, argnums=(0, 3), has_aux=True)(
+            PARAMS, (), key, W)
+        pw_grads, pw_w = jax.grad(lambda p, w: pw.loss(p, (), key, w)[0], argnums=(0, 1))(PARAMS, W)
+        xs = jnp.concatenate([NORMAL.sample(PARAMS, k, chunk) for k in jax.random.split(key, n // chunk)])
+        return value, aux, sf_grads, sf_w, pw_grads, pw_w, xs
+
+    value, aux, sf_grads, sf_w, pw_grads, pw_w, xs = run(jax.random.key(3))
+    assert aux["f"].shape == aux["baseline"].shape == (n,) and "samples" not in aux
+    got = {"value": value, "w": sf_w, "score_function": sf_grads, "pathwise": pw_grads}
+
+    def check(want):
+        for x, y in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+    baselines, estimates = hand_estimates(xs, None)
+    np.testing.assert_allclose(aux["baseline"], baselines, rtol=1e-5)
+    np.testing.assert_allclose(pw_w, sf_w, rtol=1e-5, atol=1e-6)
+    check(estimates)
+    for broken in (hand_estimates(xs[:-chunk], None)[1], hand_estimates(xs, chunk)[1]):
+        with pytest.raises(AssertionError, match="Not equal to tolerance"):
+            check(broken)
 
 
 def temp_bytes(num_samples, chunk_size, dim=200):
