@@ -68,6 +68,16 @@ def check_args(args: tuple, caller: str) -> None:
                     f"{type(leaf).__name__}. Close over non-array settings in f instead.")
 
 
+def check_params(params: Params, caller: str) -> None:
+    """Raises a TypeError unless every leaf of ``params`` is floating point (they are differentiated)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(f"{caller}: `params` are differentiated, so they must be floating-point arrays; "
+                            f"params{jax.tree_util.keystr(path)} has dtype {dtype}. Cast it, e.g. "
+                            "`jnp.asarray(x, jnp.float32)`.")
+
+
 def _all_finite(aux: Aux, keys: tuple[str, ...]) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(aux[k])) for k in keys]))
 
@@ -119,6 +129,7 @@ def from_loss(init: Callable[[Params], State], loss: Loss, *, caller: str,
     """
 
     def guarded_loss(params, state, key, *args):
+        check_params(params, caller)
         check_args(args, caller)
         value, (new_state, aux) = loss(params, state, key, *args)
         if jnp.shape(value) != ():
@@ -130,6 +141,7 @@ def from_loss(init: Callable[[Params], State], loss: Loss, *, caller: str,
         return value, (new_state, aux)
 
     def estimate(params, state, key, *args):
+        check_params(params, caller)
         grads, (new_state, aux) = jax.grad(guarded_loss, has_aux=True)(params, state, key, *args)
         return grads, new_state, aux
 

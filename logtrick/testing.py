@@ -70,8 +70,9 @@ class UnbiasedReport(NamedTuple):
 
     Attributes:
       verdict: "consistent" (no bias found), "biased" (a coordinate rejects,
-        or an estimate is not finite) or "inconclusive" (some coordinate
-        cannot be tested at this M: then no coordinate is judged).
+        or an estimate is not finite) or "inconclusive" (a coordinate fails
+        the tail gates at this M, and then none is judged; or no coordinate
+        rejects but one is stuck at a value other than the expected one).
       z: pytree like ``expected`` of per-coordinate corrected statistics,
         on the scale of ``threshold`` (NaN where untestable).
       max_abs_z: the largest |H| over the testable coordinates.
@@ -251,14 +252,17 @@ def _check(estimates: Any, expected: Any, significance: float, atol: float, call
         for c in np.flatnonzero(untestable_mask)[:5])
     min_estimates = max(m, SMALL_SAMPLE if heavy.any() and m < SMALL_SAMPLE else 0,
                         int(math.ceil(gate * float(np.max(mom.excess_kurtosis[heavy], initial=0.0)))))
-    # One untestable coordinate makes the whole sample inconclusive: the coordinates that pass the gates next
-    # to one that fails are the ones whose samples happened to miss their tails, and they reject too often.
+    # A coordinate failing the tail gates makes the whole sample inconclusive: the coordinates that pass beside
+    # it are the ones whose samples happened to miss their tails, and they reject too often. A stuck one only
+    # blocks a "consistent" verdict.
     if not finite.all():
         verdict = "biased"
-    elif untestable_mask.any():
+    elif heavy.any():
         verdict = "inconclusive"
+    elif max_abs_z > threshold:
+        verdict = "biased"
     else:
-        verdict = "biased" if max_abs_z > threshold else "consistent"
+        verdict = "inconclusive" if stuck.any() else "consistent"
     offsets = np.cumsum([0] + [e.size for _, _, e in pairs])
     z = [h[offsets[i]:offsets[i + 1]].reshape(e.shape) for i, (_, _, e) in enumerate(pairs)]
     return UnbiasedReport(verdict=verdict, z=jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(expected), z),
