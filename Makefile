@@ -32,6 +32,7 @@ experiments: $(STAMP)
 	$(BIN)/python -m experiments.rebar_toy
 	$(BIN)/python -m experiments.rebar_toy_highdim
 	$(BIN)/python -m experiments.discrete_vae
+	$(BIN)/python -m experiments.calibration
 
 benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.score_function
