@@ -29,6 +29,18 @@ def samples(xs: Any, n: int, *, caller: str, source: str) -> Any:
     return xs
 
 
+def drawn(sampler: Callable, params: Any, key: jax.Array, n: int, *, caller: str, source: str) -> Any:
+    """``sampler(params, key, n)``, checked by :func:`samples`; a sampler that cannot handle ``params`` (say
+    a normal whose ``loc`` and ``log_scale`` shapes do not broadcast) raises a ValueError naming ``params``."""
+    try:
+        xs = sampler(params, key, n)
+    except (TypeError, ValueError) as err:
+        shapes = jax.tree_util.tree_map(jnp.shape, params)
+        raise ValueError(f"{caller}: `params` do not fit the distribution: {source} failed on params of shapes "
+                         f"{shapes}: {err}") from err
+    return samples(xs, n, caller=caller, source=source)
+
+
 def per_sample(fn: Callable, xs: Any, n: int, *, caller: str, name: str) -> jax.Array:
     """``vmap(fn)(xs)``, checked to be a float array of shape ``(n,)``."""
     out = jax.vmap(fn)(xs)

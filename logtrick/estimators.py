@@ -146,8 +146,7 @@ def score_function(
     n, c = layout.num_samples, layout.chunk
 
     def draw(params, key):
-        xs = sg(sampler(params, key, c))
-        return layout.constrain(_checks.samples(xs, c, caller=caller, source=source))
+        return layout.constrain(sg(_checks.drawn(sampler, params, key, c, caller=caller, source=source)))
 
     def chunk_terms(params, key, args):
         """One chunk: its samples, f values (differentiable) and log-probabilities."""
@@ -213,7 +212,7 @@ def pathwise(
     n, c = layout.num_samples, layout.chunk
 
     def values_of(params, key, args):
-        xs = layout.constrain(_checks.samples(rsample(params, key, c), c, caller=caller, source="rsample"))
+        xs = layout.constrain(_checks.drawn(rsample, params, key, c, caller=caller, source="rsample"))
         values = layout.constrain(_checks.per_sample(lambda x: f(x, *args), xs, c, caller=caller, name="f"))
         return jnp.sum(values), values
 
@@ -269,7 +268,7 @@ def score_function_jacobians(
     """
     caller = "score_function_jacobians"
     n = _checks.num_samples(num_samples, minimum=1, caller=caller)
-    xs = _checks.samples(sg(family.sample(params, key, n)), n, caller=caller, source="family.sample")
+    xs = sg(_checks.drawn(family.sample, params, key, n, caller=caller, source="family.sample"))
     values = _checks.per_sample(f, xs, n, caller=caller, name="f")
     return jax.tree_util.tree_map(
         lambda s: values.reshape((n,) + (1,) * (s.ndim - 1)).astype(s.dtype) * s, scores(family, params, xs))
@@ -363,7 +362,7 @@ def optimal_control_variate(
         return OptimalState(numerator=zeros, denominator=zeros)
 
     def loss(params, state, key, *args):
-        xs = _checks.samples(sg(family.sample(params, key, n)), n, caller=caller, source="family.sample")
+        xs = sg(_checks.drawn(family.sample, params, key, n, caller=caller, source="family.sample"))
         values = _checks.per_sample(lambda x: f(x, *args), xs, n, caller=caller, name="f")
         log_probs = _checks.per_sample(lambda x: family.log_prob(params, x), xs, n, caller=caller,
                                        name="family.log_prob")
@@ -446,7 +445,7 @@ def vimco(
     k = _checks.num_samples(num_samples, minimum=2, caller=caller)
 
     def loss(params, state, key, *args):
-        xs = _checks.samples(sg(family.sample(params, key, k)), k, caller=caller, source="family.sample")
+        xs = sg(_checks.drawn(family.sample, params, key, k, caller=caller, source="family.sample"))
         log_weights = _checks.per_sample(lambda x: log_weight(x, *args), xs, k, caller=caller, name="log_weight")
         log_probs = _checks.per_sample(lambda x: family.log_prob(params, x), xs, k, caller=caller,
                                        name="family.log_prob")

@@ -480,16 +480,10 @@ def integer_params(name, method, shape, dtype):
 test_integer_params, test_integer_params_many = properties(
     shape=SHAPES, dtype=st.sampled_from(["int32", "uint8", "bool"]))(integer_params)
 
-NORMAL_PARAMS_BUG = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="library bug: lt.families.normal() does not check that 'loc' and 'log_scale' have the same shape; "
-           "unbroadcastable ones fail inside jax.numpy ('Incompatible shapes for broadcasting'), naming neither")
-
-
 @pytest.mark.parametrize("caller, est", [
     ("delta_method", lt.delta_method(f, num_samples=4)),
-    pytest.param("score_function", SF(NORMAL), marks=NORMAL_PARAMS_BUG),
-    pytest.param("pathwise", lt.pathwise(f, NORMAL.sample, num_samples=4), marks=NORMAL_PARAMS_BUG)],
+    ("score_function", SF(NORMAL)),
+    ("pathwise", lt.pathwise(f, NORMAL.sample, num_samples=4))],
     ids=["delta_method", "score_function", "pathwise"])
 def mismatched_normal_params(caller, est, shapes):
     """'loc' and 'log_scale' of different, unbroadcastable shapes raise a ValueError naming ``params``."""
