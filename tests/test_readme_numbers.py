@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pytest
 
-from experiments import discrete_vae, exact_check
+from experiments import calibration, discrete_vae, exact_check
 
 ROOT = pathlib.Path(__file__).parents[1]
 NUMBER = r"[−-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?"
@@ -244,6 +244,21 @@ def discrete_vae_table(readme: str) -> list[Figure]:
     return figures
 
 
+def calibration_table(readme: str) -> list[Figure]:
+    """The calibration table is ``experiments.calibration.format_table`` of its JSON, row by row, and the worst
+    rejection rates over α after it."""
+    results = results_json("calibration")
+    figures = []
+    for line in calibration.format_table(results).splitlines()[2:]:
+        key = "|".join(line.split("|")[:3])
+        match = search(rf"(?m)^{re.escape(key)}\|.*$", readme, f"calibration row {key}")
+        figures.append(Figure(f"calibration row {key}", match.span(), match.group(), line, match.group() == line))
+    match = search(rf"\(worst: ({NUMBER})× α; the plain z-test reaches ({NUMBER})× α\)", readme, "calibration worst")
+    return figures + [figure("calibration worst", readme, match.span(1), results["summary"]["worst_rejected_over_alpha"]),
+                      figure("calibration worst plain z", readme, match.span(2),
+                             results["summary"]["worst_plain_z_over_alpha"])]
+
+
 def rebar_toy(readme: str) -> list[Figure]:
     """The REBAR toy sentence: mean log10 variances at t = 0.499."""
     rows = results_json("rebar_toy")["estimators"]
@@ -313,7 +328,7 @@ def ipd_lola(readme: str) -> list[Figure]:
 
 CHECKS: dict[str, Callable[[str], list[Figure]]] = {fn.__name__: fn for fn in (
     cartpole, score_function_benchmark, scaling_benchmark, composition_benchmarks, discrete_vae_benchmark,
-    discrete_vae_table, rebar_toy, rebar_toy_highdim, exact_check_block, ipd_lola)}
+    discrete_vae_table, calibration_table, rebar_toy, rebar_toy_highdim, exact_check_block, ipd_lola)}
 
 
 def assert_agree(figures: list[Figure]) -> None:
