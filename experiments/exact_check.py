@@ -224,7 +224,8 @@ def run(config: Config, *, progress: bool = False) -> dict[str, Any]:
             })
     return {
         "config": dataclasses.asdict(config), "seed": config.seed, "rows": rows,
-        "z_test": {name: {"max_abs_z": t.max_abs_z, "threshold": t.threshold} for name, t in tests.items()},
+        "z_test": {name: {"max_abs_z": t.max_abs_z, "threshold": t.threshold, "verdict": t.verdict}
+                   for name, t in tests.items()},
         "rms_error_vs_samples": {name: s["rms_error"] for name, s in slopes.items()},
         "rms_error_se_vs_samples": {name: s["rms_error_se"] for name, s in slopes.items()},
         "error_slope": {name: {k: s[k] for k in ("slope", "standard_error", "z")} for name, s in slopes.items()},

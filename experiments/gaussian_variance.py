@@ -208,7 +208,7 @@ def monte_carlo_terms(f: Callable, theta: jax.Array, k: jax.Array, baselines: di
 
 
 def moment_test(terms: Any, means: Any, variances: Any, *, significance: float) -> lt.testing.UnbiasedReport:
-    """The unbiasedness test of the sample means and variances of i.i.d. draws of g against the exact E[g] and Var[g].
+    """The unbiasedness test of the sample means and variances of i.i.d. draws of g against E[g] and Var[g].
 
     The squared deviations (g_i - E g)² from the exact mean are i.i.d. with
     mean Var g, so ``lt.testing.check_unbiased`` tests both moments as means: the
@@ -226,7 +226,7 @@ def moment_test(terms: Any, means: Any, variances: Any, *, significance: float) 
     """
     deviations = jax.tree_util.tree_map(lambda t, m: (t - m) ** 2, terms, means)
     return lt.testing.check_unbiased({"mean": terms, "variance": deviations}, {"mean": means, "variance": variances},
-                             significance=significance)
+                                     significance=significance)
 
 
 def _check_entry(samples: np.ndarray, exact_mean: float, exact_variance: float, mean_z: float,

@@ -27,7 +27,7 @@ where L_{i,≤t} sums both agents' log π up to round t. Two studies:
    and bias (``lt.testing.accuracy``; a 1/√N line for an unbiased
    estimator), the correlation of the entries with the exact ones (the DiCE
    paper's check against the exact value function, here per N), and a
-   z-test for bias (``lt.testing.check_unbiased``);
+   test for bias (``lt.testing.check_unbiased``);
 2. LOLA (Taylor form, Foerster et al. 2018): agent i ascends
    ∇_i V_i + η (∂²V_j/∂θ_i∂θ_j) ∇_j V_i, a mixed Hessian-vector product
    (jax.jvp of jax.grad), with exact derivatives or with either DiCE estimate,
@@ -255,10 +255,10 @@ def error_stats(estimates: dict[str, np.ndarray], exact: dict[str, np.ndarray]) 
     return out
 
 
-def z_test(estimates: np.ndarray, exact: np.ndarray) -> dict[str, float]:
-    """The max |z| of the mean of ``estimates`` against ``exact`` and its Bonferroni threshold (lt.testing)."""
+def z_test(estimates: np.ndarray, exact: np.ndarray) -> dict[str, Any]:
+    """``lt.testing.check_unbiased`` of ``estimates`` against ``exact``: its max |statistic|, threshold, verdict."""
     report = lt.testing.check_unbiased(estimates, exact)
-    return {"max_abs_z": report.max_abs_z, "threshold": report.threshold}
+    return {"max_abs_z": report.max_abs_z, "threshold": report.threshold, "verdict": report.verdict}
 
 
 def error_study(config: Config, theta_1: jax.Array, theta_2: jax.Array, key: jax.Array, *,

@@ -23,7 +23,7 @@ def test_exact_check_runs_and_agrees(result):
     assert [(r["problem"], r["param"]) for r in result["rows"]] == [
         (p.name, label) for p in ec.problems() for label in p.labels]
     for name, test in result["z_test"].items():
-        assert test["max_abs_z"] <= test["threshold"], name
+        assert test["verdict"] == "consistent" and test["max_abs_z"] <= test["threshold"], name
     assert max(r["abs_error_in_se"] for r in result["rows"]) == pytest.approx(result["z_test"]["none"]["max_abs_z"])
     for r in result["rows"]:
         assert set(r["variance"]) == set(ec.METHODS) and all(v > 0 for v in r["variance"].values()), r

@@ -93,12 +93,13 @@ def study(thetas, exact):
 
 def test_dice_estimates_pass_the_bias_check(exact, study):
     """Statistical: every estimator's gradient, Hessian and mixed Hessian pass assert_unbiased (neither biased nor
-    too heavy-tailed to test), and the experiment's bias check records the same statistic and threshold."""
+    too heavy-tailed to test), and the experiment's bias check records the same statistic, threshold and verdict."""
     results, drawn = study
     for estimator, checks in results["bias_check"].items():
         for quantity, check in checks.items():
             report = lt.testing.assert_unbiased(drawn[estimator][quantity], exact[0]["derivatives"][quantity])
-            assert check == {"max_abs_z": report.max_abs_z, "threshold": report.threshold}, (estimator, quantity)
+            assert check == {"max_abs_z": report.max_abs_z, "threshold": report.threshold,
+                             "verdict": "consistent"}, (estimator, quantity)
 
 
 def test_the_bias_check_rejects_the_wrong_target(exact, study):
