@@ -3,7 +3,7 @@
     grad_θ E_{x~p(x|θ)}[f(x)] = E_{x~p(x|θ)}[f(x) grad_θ log p(x|θ)]
 """
 
-from logtrick import baselines, categorical, discrete, exact, families, gaussian, layout, rl, testing
+from logtrick import baselines, categorical, discrete, exact, families, gaussian, layout, rl, sites, testing
 from logtrick.base import Estimator, from_loss
 from logtrick.baselines import Baseline
 from logtrick.categorical import sum_and_sample
@@ -19,6 +19,7 @@ from logtrick.estimators import (
 )
 from logtrick.families import Family
 from logtrick.gaussian import delta_method
+from logtrick.graph import graph
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "families",
     "from_loss",
     "gaussian",
+    "graph",
     "layout",
     "magic_box",
     "optimal_control_variate",
@@ -43,6 +45,7 @@ __all__ = [
     "score_function",
     "score_function_jacobians",
     "scores",
+    "sites",
     "sum_and_sample",
     "testing",
     "vimco",

@@ -120,6 +120,15 @@ def _antithetic_pairs(f, logits, key, n, args, caller):
     return u, samples, values
 
 
+def disarm_weight(logits: jax.Array, b: jax.Array, b_partner: jax.Array) -> jax.Array:
+    """DisARM's factor (-1)^{b̃} 1[b ≠ b̃] σ(|θ|), elementwise: g = ½ (f(b) - f(b̃)) × it (see :func:`disarm`).
+
+    Args:
+      logits: θ; b, b_partner: an antithetic pair drawn at θ (0/1 floats), all one shape.
+    """
+    return (1 - 2 * b_partner) * (b != b_partner) * jax.nn.sigmoid(jnp.abs(logits))
+
+
 def _first_order_loss(logits: jax.Array, grad: jax.Array, values: jax.Array) -> jax.Array:
     """mean f + <sg(g), θ - sg(θ)>: value mean f, θ-derivative g, args-derivative mean ∇f (first order only)."""
     return jnp.mean(values) + jnp.sum(sg(grad) * (logits - sg(logits)))
@@ -213,7 +222,7 @@ def disarm(f: Callable[..., jax.Array], *, num_samples: int) -> Estimator:
         _, samples, values = _antithetic_pairs(f, logits, key, n, args, "disarm")
         b, b_partner = jnp.split(samples, 2)
         f_b, f_partner = jnp.split(sg(values), 2)
-        weight = (1 - 2 * b_partner) * (b != b_partner) * jax.nn.sigmoid(jnp.abs(logits))
+        weight = disarm_weight(logits, b, b_partner)
         grad = jnp.mean(0.5 * _per_sample(f_b - f_partner, logits.ndim) * weight, axis=0)
         return _first_order_loss(logits, grad, values), (state, {"f": sg(values), "samples": samples})
 

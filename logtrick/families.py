@@ -5,6 +5,9 @@ A family is all an estimator needs to know about a distribution::
     sample(params, key, num_samples) -> xs     # every leaf has leading axis num_samples
     log_prob(params, x) -> scalar              # for ONE sample x
 
+and, for a factorised family, ``log_prob_elements(params, x)``: the log-probability
+of each independent element, whose sum is ``log_prob`` (:func:`logtrick.graph`
+credits each element of a site with only the costs it reaches).
 The built-in families wrap ``jax.random`` and ``jax.scipy.stats``;
 :func:`from_distribution` adapts distribution objects of other libraries
 (numpyro, distrax, TensorFlow Probability on JAX).
@@ -36,11 +39,17 @@ class Family(NamedTuple):
         x_i with its noise reflected: ε → -ε, u → 1 - u). Each draw is
         distributed as p(x|θ); a pair is negatively correlated. Used by
         ``score_function(..., antithetic=True)``.
+      log_prob_elements: optional; ``log_prob_elements(params, x) -> array`` of
+        shape ``batch``, the log-probabilities of x's independent elements (each
+        leaf of x has shape ``batch + event``), summing to ``log_prob(params, x)``.
+        The built-in families are factorised and have it (``batch`` = x's shape,
+        or the logits' batch shape for :func:`categorical`).
     """
 
     sample: Callable[[Params, jax.Array, int], Sample]
     log_prob: Callable[[Params, Sample], jax.Array]
     antithetic_sample: Callable[[Params, jax.Array, int], Sample] | None = None
+    log_prob_elements: Callable[[Params, Sample], jax.Array] | None = None
 
 
 def normal() -> Family:
@@ -66,10 +75,13 @@ def normal() -> Family:
         eps = noise(params, key, num_samples // 2)
         return transform(params, jnp.concatenate([eps, -eps]))
 
-    def log_prob(params, x):
-        return jnp.sum(stats.norm.logpdf(x, params["loc"], jnp.exp(params["log_scale"])))
+    def log_prob_elements(params, x):
+        return stats.norm.logpdf(x, params["loc"], jnp.exp(params["log_scale"]))
 
-    return Family(sample, log_prob, antithetic_sample)
+    def log_prob(params, x):
+        return jnp.sum(log_prob_elements(params, x))
+
+    return Family(sample, log_prob, antithetic_sample, log_prob_elements)
 
 
 def antithetic_bernoulli(logits: jax.Array, u: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -118,7 +130,10 @@ def bernoulli() -> Family:
         # outcomes (or datapoints) becomes a matrix product rather than an (outcomes, ...) temporary.
         return jnp.vdot(x, logits) - jnp.sum(jax.nn.softplus(logits))
 
-    return Family(sample, log_prob, antithetic_sample)
+    def log_prob_elements(logits, x):
+        return x * logits - jax.nn.softplus(logits)
+
+    return Family(sample, log_prob, antithetic_sample, log_prob_elements)
 
 
 def categorical() -> Family:
@@ -132,11 +147,13 @@ def categorical() -> Family:
         shape = (num_samples,) + jnp.shape(logits)[:-1]
         return jax.random.categorical(key, logits, shape=shape)
 
-    def log_prob(logits, x):
-        logp = jax.nn.log_softmax(logits)
-        return jnp.sum(jnp.take_along_axis(logp, x[..., None], axis=-1))
+    def log_prob_elements(logits, x):
+        return jnp.take_along_axis(jax.nn.log_softmax(logits), x[..., None], axis=-1)[..., 0]
 
-    return Family(sample, log_prob)
+    def log_prob(logits, x):
+        return jnp.sum(log_prob_elements(logits, x))
+
+    return Family(sample, log_prob, log_prob_elements=log_prob_elements)
 
 
 def poisson() -> Family:
@@ -150,10 +167,13 @@ def poisson() -> Family:
         shape = (num_samples,) + jnp.shape(log_rate)
         return jax.random.poisson(key, jnp.exp(log_rate), shape)
 
-    def log_prob(log_rate, x):
-        return jnp.sum(x * log_rate - jnp.exp(log_rate) - special.gammaln(x + 1.0))
+    def log_prob_elements(log_rate, x):
+        return x * log_rate - jnp.exp(log_rate) - special.gammaln(x + 1.0)
 
-    return Family(sample, log_prob)
+    def log_prob(log_rate, x):
+        return jnp.sum(log_prob_elements(log_rate, x))
+
+    return Family(sample, log_prob, log_prob_elements=log_prob_elements)
 
 
 def from_distribution(make_distribution: Callable[[Params], Any]) -> Family:
@@ -163,7 +183,8 @@ def from_distribution(make_distribution: Callable[[Params], Any]) -> Family:
     ``log_prob``. Sampling is called with keywords, ``sample(key=...,
     sample_shape=(n,))`` (numpyro) or ``sample(seed=..., sample_shape=(n,))``
     (distrax, TFP), whichever the object's signature names. The log-probability
-    is summed over any batch dimensions, i.e. they are treated as independent.
+    is summed over any batch dimensions, i.e. they are treated as independent;
+    unsummed, it is the family's ``log_prob_elements``.
 
     Example::
 
@@ -183,7 +204,10 @@ def from_distribution(make_distribution: Callable[[Params], Any]) -> Family:
             f"{type(dist).__name__}.sample takes neither `key` nor `seed`; "
             "cannot adapt it as a Family")
 
-    def log_prob(params, x):
-        return jnp.sum(make_distribution(params).log_prob(x))
+    def log_prob_elements(params, x):
+        return make_distribution(params).log_prob(x)
 
-    return Family(sample, log_prob)
+    def log_prob(params, x):
+        return jnp.sum(log_prob_elements(params, x))
+
+    return Family(sample, log_prob, log_prob_elements=log_prob_elements)

@@ -94,3 +94,16 @@ def test_adapter_accepts_seed_keyword_and_rejects_unknown_signature():
 
     with pytest.raises(TypeError, match="neither `key` nor `seed`"):
         lt.families.from_distribution(lambda p: NoKey()).sample(None, jax.random.key(0), 2)
+
+
+@pytest.mark.parametrize("name", ["normal", "bernoulli", "categorical", "poisson"])
+def test_log_prob_elements_sum_to_log_prob(name):
+    """Each built-in family's per-element log-probabilities have the batch shape and sum to log_prob."""
+    family = getattr(lt.families, name)()
+    params = {"normal": {"loc": jnp.arange(6.0).reshape(2, 3), "log_scale": jnp.full((2, 3), -0.5)},
+              "bernoulli": jnp.linspace(-1, 1, 6).reshape(2, 3), "categorical": jnp.arange(24.0).reshape(2, 3, 4) / 7,
+              "poisson": jnp.linspace(-1, 1, 6).reshape(2, 3)}[name]
+    x = family.sample(params, jax.random.key(0), 1)[0]
+    elements = family.log_prob_elements(params, x)
+    assert elements.shape == (2, 3)
+    np.testing.assert_allclose(jnp.sum(elements), family.log_prob(params, x), rtol=1e-5)
