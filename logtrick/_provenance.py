@@ -218,6 +218,11 @@ def _rule(eqn: core.JaxprEqn, ins: list[Prov], num_units: int) -> list[Prov]:
         strides = params["strides"] or (1,) * len(shape)
         index = tuple(slice(a, b, s) for a, b, s in zip(params["start_indices"], params["limit_indices"], strides))
         return [full(p, shape, num_units)[index]]
+    if name == "stack":
+        return [np.stack([full(q, s, num_units) for q, s in zip(ins, shapes)], axis=params["axis"])]
+    if name == "split":
+        bounds = np.cumsum(params["sizes"])[:-1]
+        return list(np.split(full(p, shape, num_units), bounds, axis=params["axis"]))
     if name == "concatenate":
         return [np.concatenate([full(q, s, num_units) for q, s in zip(ins, shapes)], axis=params["dimension"])]
     if name in REDUCTIONS:
@@ -232,9 +237,9 @@ def _rule(eqn: core.JaxprEqn, ins: list[Prov], num_units: int) -> list[Prov]:
 
 
 def _align(p: np.ndarray, shape: tuple, out_shape: tuple, num_units: int) -> np.ndarray:
-    """An elementwise operand's provenance, broadcast to the output's rank (a scalar operand broadcasts)."""
-    if shape == out_shape:
-        return p
+    """An elementwise operand's provenance on the output: size-1 axes broadcast, a lower-rank operand mixes."""
+    if len(shape) == len(out_shape):
+        return np.broadcast_to(full(p, shape, num_units), out_shape + (num_units,))
     return np.broadcast_to(whole(p, num_units), out_shape + (num_units,))
 
 
