@@ -127,6 +127,10 @@ def _make_sample(sites: dict, enum_values: dict, bits: dict) -> Callable:
             raise ValueError(f"{CALLER}: site {name!r} is lt.sites.disarm(), which serves a "
                              "lt.families.bernoulli() site with a logits array as its params")
         x = _draw(name, family, site.kind, dist_params, key, enum_values, bits)
+        if site.kind == "pathwise" and not all(jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+                                               for leaf in jax.tree_util.tree_leaves(x)):
+            raise ValueError(f"{CALLER}: site {name!r} is lt.sites.pathwise(), but its family draws integers, which "
+                             "carry no gradient; use lt.sites.score_function() or lt.sites.enumerate()")
         x_leaves, x_tree = jax.tree_util.tree_flatten(x)
         dist_leaves, dist_tree = jax.tree_util.tree_flatten(dist_params)
         record = _Record(name, family, site, x_tree, dist_tree, _batch_shape(name, family, dist_params, x))
