@@ -359,7 +359,7 @@ def test_errors_name_the_site():
     with pytest.raises(ValueError, match="site 'z' is lt.sites.disarm\\(\\), which serves a lt.families.bernoulli"):
         _loss_shape(lambda p, k, sample: sample("z", lt.families.normal(), {"loc": p, "log_scale": p}, k).sum(),
                     {"z": lt.sites.disarm()})
-    with pytest.raises(ValueError, match="site 'c' is lt.sites.pathwise\(\), but its family draws integers"):
+    with pytest.raises(ValueError, match=r"site 'c' is lt.sites.pathwise\(\), but its family draws integers"):
         _loss_shape(lambda p, k, sample: sample("c", cat, p, k).astype(jnp.float32), {"c": lt.sites.pathwise()})
     with pytest.raises(ValueError, match="multiple of 2"):
         lt.graph(twice, num_samples=3, sites={"z": lt.sites.disarm()})
