@@ -6,6 +6,7 @@ a variance ratio), at a false-rejection probability of at most 1e-3 each.
 """
 
 import functools
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -365,9 +366,10 @@ def test_errors_name_the_site():
         lt.graph(twice, num_samples=3, sites={"z": lt.sites.disarm()})
 
 
-def test_nested_scan_program_is_unbiased():
-    """A site drawn in a scan inside a scan: unbiased against the closed form E = 21 σ(p) (the log-probabilities
-    collected from the nested scans line up with the credit found for them)."""
+def test_nested_scan_program_is_credited_per_step_and_unbiased():
+    """A site drawn in a scan inside a scan: cost ys[t, s] is credited to a[t, s] and to every a of earlier outer
+    steps only, and the estimate is unbiased against the closed form E = 21 σ(p) (the log-probabilities collected
+    from the nested scans line up with that credit)."""
     def nested(p, key, sample):
         def outer(c, k):
             def inner(c2, kk):
@@ -377,6 +379,12 @@ def test_nested_scan_program_is_unbiased():
             return c + c2, ys + c
         return jax.lax.scan(outer, 0.0, jax.random.split(key, 2))[1]
 
+    graph_module = importlib.import_module("logtrick.graph")
+    program = lambda p, key: nested(p, key, graph_module._make_sample({}, {}, {}))
+    closed = jax.make_jaxpr(program)(jnp.array(0.0), jax.random.key(0))
+    eye, ones = np.eye(3, dtype=bool), np.ones((3, 3), bool)
+    np.testing.assert_array_equal(graph_module._credit(closed.jaxpr, len(closed.jaxpr.invars)).matrix > 0,
+                                  np.block([[eye, ~ones], [ones, eye]]))
     p = jnp.array(0.3)
     g = _estimates(lt.graph(nested, num_samples=4, sites={"a": lt.sites.score_function(LOO)}), p, 3000)
     expected = jax.grad(lambda p: 21 * jax.nn.sigmoid(p))(p)
