@@ -385,7 +385,7 @@ def graph(model: Callable[..., Any], *, num_samples: int, sites: dict[str, sites
 
     Returns:
       An :class:`logtrick.Estimator`. The state is ``{name: baseline
-      state}`` of the named score-function sites. ``aux``: ``"f"``, the sum
+      state}`` of the sites with a baseline. ``aux``: ``"f"``, the sum
       of the costs per particle, shape (N,); ``"costs"``, the costs per
       particle (leading axis N; enumerated sites summed out).
 
@@ -418,7 +418,8 @@ def graph(model: Callable[..., Any], *, num_samples: int, sites: dict[str, sites
         raise ValueError(f"{CALLER}: `num_samples` must be a multiple of {group} (2 per DisARM site "
                          f"{disarm_names}), got {n}")
     groups = n // group
-    needed = max([s.baseline.min_samples for s in sites.values() if s.kind == "score_function"], default=1)
+    with_baseline = {name: s.baseline for name, s in sorted(sites.items()) if s.baseline is not None}
+    needed = max([b.min_samples for b in with_baseline.values()], default=1)
     if groups < needed:
         raise ValueError(f"{CALLER}: `num_samples` = {n} gives {groups} independent particle groups; the "
                          f"baselines need at least {needed}")
@@ -430,7 +431,7 @@ def graph(model: Callable[..., Any], *, num_samples: int, sites: dict[str, sites
         return model(params, key, _make_sample(sites, enum_one, bits_one), *args)
 
     def init(params):
-        return {name: s.baseline.init(params) for name, s in sorted(sites.items()) if s.kind == "score_function"}
+        return {name: baseline.init(params) for name, baseline in with_baseline.items()}
 
     def loss(params, state, key, *args):
         enum_one = {name: jax.tree_util.tree_map(lambda leaf: leaf[0], v) for name, v in enum_values.items()}
@@ -453,7 +454,7 @@ def graph(model: Callable[..., Any], *, num_samples: int, sites: dict[str, sites
         costs = jnp.concatenate([o.reshape(n, num_combos, -1).astype(dtype) for o in runs.outs], axis=-1)
         log_w = sum((runs.extras[name] for name in enum_names), jnp.zeros((n, num_combos), dtype))
         weights = jnp.exp(log_w)
-        value, new_state = _score_terms(costs, runs.log_probs, weights, credit, kind, sites, state, groups)
+        value, new_state = _score_terms(costs, runs.log_probs, weights, credit, kind, with_baseline, state, groups)
         for k, name in enumerate(disarm_names):
             value = value + _disarm_term(costs, runs.extras[name], credit, name, member, k)
         totals = jnp.sum(sg(weights)[..., None] * sg(costs), axis=1)
@@ -466,8 +467,11 @@ def graph(model: Callable[..., Any], *, num_samples: int, sites: dict[str, sites
     return from_loss(init, loss, caller=CALLER)
 
 
-def _score_terms(costs, log_probs, weights, credit, kind, sites, state, groups):
-    """(1/N) Σ_i [Σ_e w_ie (Σ_c cost_iec ⊡(Λ_iec) + Σ_u b_ieu (1 - ⊡(l_ieu)))], and the baselines' new state."""
+def _score_terms(costs, log_probs, weights, credit, kind, baselines, state, groups):
+    """(1/N) Σ_i [Σ_e w_ie (Σ_c cost_iec ⊡(Λ_iec) + Σ_u b_ieu (1 - ⊡(l_ieu)))], and the baselines' new state.
+
+    ``baselines``: ``{site: Baseline}`` of the sites that have one; b = 0 for the others.
+    """
     n, num_combos, _ = costs.shape
     names = np.array(credit.unit_names, dtype=object)
     score = np.array([kind[name] == "score_function" for name in credit.unit_names], bool)
@@ -475,6 +479,8 @@ def _score_terms(costs, log_probs, weights, credit, kind, sites, state, groups):
     score_log_probs = log_probs[..., score]
     dice = jnp.sum(costs * magic_box(score_log_probs @ matrix.T.astype(log_probs.dtype)), axis=-1)
     value = jnp.sum(weights * dice, axis=-1)
+    if not baselines:
+        return jnp.mean(value), state
     downstream = sg(costs) @ matrix.astype(costs.dtype)
     upstream = credit.upstream_of_enumerated[score]
     if upstream.any():
@@ -483,11 +489,9 @@ def _score_terms(costs, log_probs, weights, credit, kind, sites, state, groups):
     means = jnp.mean(downstream.reshape(groups, n // groups, num_combos, -1), axis=1)
     b = jnp.zeros_like(means)
     new_state = dict(state)
-    for name, s in sites.items():
-        if s.kind != "score_function":
-            continue
+    for name, baseline in baselines.items():
         columns = np.flatnonzero(names[score] == name)
-        per_column, column_states = jax.vmap(s.baseline.apply, in_axes=(1, None), out_axes=(1, 0))(
+        per_column, column_states = jax.vmap(baseline.apply, in_axes=(1, None), out_axes=(1, 0))(
             means[..., columns].reshape(groups, -1), state[name])
         b = b.at[..., columns].set(per_column.reshape(groups, num_combos, columns.size))
         new_state[name] = _mean_state(column_states)

@@ -49,7 +49,7 @@ class Site(NamedTuple):
 
     Attributes:
       kind: ``"score_function"``, ``"pathwise"``, ``"enumerate"`` or ``"disarm"``.
-      baseline: the baseline of a score-function site.
+      baseline: the baseline of a score-function site, or None.
       support: the values of an enumerated site, stacked along a leading axis.
     """
 
@@ -68,8 +68,7 @@ def score_function(baseline: baselines_lib.Baseline | None = None) -> Site:
         baseline keeps one state per site, updated with the mean over the
         site's elements of their updates.
     """
-    baseline = baselines_lib.none() if baseline is None else baseline
-    if not isinstance(baseline, baselines_lib.Baseline):
+    if baseline is not None and not isinstance(baseline, baselines_lib.Baseline):
         raise TypeError(f"score_function: `baseline` must be a lt.baselines.Baseline, got {type(baseline).__name__}")
     return Site("score_function", baseline=baseline)
 
