@@ -32,6 +32,7 @@ experiments: $(STAMP)
 	$(BIN)/python -m experiments.rebar_toy
 	$(BIN)/python -m experiments.rebar_toy_highdim
 	$(BIN)/python -m experiments.discrete_vae
+	$(BIN)/python -m experiments.sbn_vae
 	$(BIN)/python -m experiments.calibration
 
 benchmark: $(STAMP)
@@ -40,6 +41,7 @@ benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.cartpole
 	$(BIN)/python -m benchmarks.discrete_vae
 	$(BIN)/python -m benchmarks.plate
+	$(BIN)/python -m benchmarks.graph
 	$(BIN)/python -m benchmarks.policy_mlp
 
 clean:

@@ -12,7 +12,8 @@ site with its downstream costs and puts θ under ``stop_gradient`` inside log q 
 ``lt.graph`` on the same program written with ``sample``, first with θ under ``stop_gradient`` in −log q
 (NumPyro's estimator, without and with leave-one-out baselines), then with −log q differentiated (the total
 derivative, right for higher orders); the hand-written surrogate of that last estimator in plain JAX, each
-site's score times the sum of the costs it reaches. Every method is checked unbiased against the exact
+site's score times the sum of the costs it reaches, drawing the same particles (one key per particle, split
+from the call's key as ``lt.graph`` does; the two agree to float rounding, checked). Every method is checked unbiased against the exact
 gradient (``lt.graph`` with every site enumerated; the closed form for the plate). Variance: the sum over
 coordinates of the variance over M estimates. Times: the jitted gradient, methods interleaved, medians;
 compile time is tracing (and for ``lt.graph`` the data-flow analysis), lowering and compiling.
@@ -118,12 +119,23 @@ def plate_model(config: Config) -> Model:
         z = sample("z", bern, theta, key)
         return plate_benchmark.cost(z, theta_q, prob.x)
 
+    def hand_written(loo: bool) -> Gradient:
+        def gradient(theta, key):
+            z = jax.vmap(lambda k: bern.sample(theta, k, 1)[0])(jax.random.split(key, n))
+
+            def surrogate(th):
+                f = plate_benchmark.cost(z, th, prob.x)
+                b = lt.baselines.leave_one_out_mean(sg(f)) if loo else 0.0
+                return jnp.sum(jnp.mean(sg(f - b) * plate_benchmark.log_q(z, th) + f, axis=0))
+
+            return jax.grad(surrogate)(theta)
+
+        return gradient
+
     return Model(prob.theta, prob.exact, {
         "NumPyro TraceGraph_ELBO": plate_benchmark.numpyro_gradient(prob.x, n),
         **logtrick_methods(program, n, ("z",)),
-        "hand-written": plate_benchmark.hand_written_gradient(prob.x, n, False),
-        "hand-written, leave-one-out": plate_benchmark.hand_written_gradient(prob.x, n, True),
-    })
+        "hand-written": hand_written(False), "hand-written, leave-one-out": hand_written(True)})
 
 
 # --- chain ---------------------------------------------------------------------------------------------------------
@@ -171,11 +183,14 @@ def chain_model(config: Config) -> Model:
     numpyro_gradient = lambda th, key: jax.tree_util.tree_map(jnp.negative, jax.grad(numpyro_loss)(th, key))
 
     def hand_written(loo: bool) -> Gradient:
-        def gradient(th, key):
+        def draw(th, key):
             ka, kb, kc = jax.random.split(key, 3)
-            a = jax.random.categorical(ka, th["a"], shape=(n,))
-            b = jax.random.categorical(kb, th["b"][a])
-            c = jax.random.categorical(kc, th["c"][b])
+            a = cat.sample(th["a"], ka, 1)[0]
+            b = cat.sample(th["b"][a], kb, 1)[0]
+            return a, b, cat.sample(th["c"][b], kc, 1)[0]
+
+        def gradient(th, key):
+            a, b, c = jax.vmap(lambda k: draw(th, k))(jax.random.split(key, n))
 
             def surrogate(th):
                 la, lb, lc = (jax.vmap(log_q)(th["a"][None].repeat(n, 0), a), jax.vmap(log_q)(th["b"][a], b),
@@ -230,10 +245,13 @@ def sbn_model(config: Config) -> Model:
         jnp.negative, jax.grad(lambda t: elbo.loss(key, t, numpyro_model, numpyro_guide))(th))
 
     def hand_written(loo: bool) -> Gradient:
-        def gradient(th, key):
+        def draw(th, key):
             k1, k2 = jax.random.split(key)
-            z1 = jax.random.bernoulli(k1, jax.nn.sigmoid(th["q1"]), (n, 4)).astype(jnp.float32)
-            z2 = jax.random.bernoulli(k2, jax.nn.sigmoid(z1 @ th["W"].T + th["c"])).astype(jnp.float32)
+            z1 = bern.sample(th["q1"], k1, 1)[0]
+            return z1, bern.sample(th["W"] @ z1 + th["c"], k2, 1)[0]
+
+        def gradient(th, key):
+            z1, z2 = jax.vmap(lambda k: draw(th, k))(jax.random.split(key, n))
 
             def surrogate(th):
                 l1 = jax.vmap(bern.log_prob, in_axes=(None, 0))(th["q1"], z1)
@@ -266,9 +284,20 @@ def total_variance(estimates: Any) -> float:
                      for leaf in jax.tree_util.tree_leaves(estimates)))
 
 
+def check_same_samples(model: Model, key: jax.Array) -> None:
+    """For one key, lt.graph and the hand-written surrogate draw the same particles and agree to float rounding."""
+    for name, other in VERSUS.items():
+        got, want = (jax.tree_util.tree_leaves(model.methods[m](model.theta, key)) for m in (name, other))
+        for g, w in zip(got, want):
+            if not np.allclose(g, w, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(w)))):
+                raise AssertionError(f"{name} differs from {other} on the same key: max |Δ| = "
+                                     f"{float(np.max(np.abs(g - w))):.3g}")
+
+
 def measure(model: Model, config: Config) -> dict[str, dict[str, Any]]:
     """Variance, unbiasedness verdict, compile time and interleaved run time of every method of one model."""
     k_draw, k_time = jax.random.split(jax.random.key(config.seed + 1))
+    check_same_samples(model, k_time)
     results, calls = {}, {}
     for name, gradient in model.methods.items():
         estimates = lt.testing.draw_estimates(lambda k: gradient(model.theta, k), k_draw,
@@ -329,7 +358,8 @@ def section(config: Config, command: str, all_results: dict, machine_info: str) 
         "under `stop_gradient` in the ELBO); without it `lt.graph` differentiates −log q too, whose pathwise "
         "term is zero in mean but not in variance. The hand-written surrogates are that total-derivative "
         "estimator in plain JAX, each site's score times the sum of the costs it reaches (per latent for the "
-        "plate); the time and compile ratios compare `lt.graph` with them.",
+        "plate), on the same particles as `lt.graph` (one key per particle; the two agree to float rounding, "
+        "checked); the time and compile ratios compare `lt.graph` with them.",
         f"Machine: {machine_info}.",
         table(all_results),
         targets(all_results),
