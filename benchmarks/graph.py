@@ -13,9 +13,9 @@ site with its downstream costs and puts θ under ``stop_gradient`` inside log q 
 (NumPyro's estimator, without and with leave-one-out baselines), then with −log q differentiated (the total
 derivative, right for higher orders); the hand-written surrogate of that last estimator in plain JAX, each
 site's score times the sum of the costs it reaches, drawing the same particles (one key per particle, split
-from the call's key as ``lt.graph`` does; the two agree to float rounding, checked). Every method is checked unbiased against the exact
-gradient (``lt.graph`` with every site enumerated; the closed form for the plate). Variance: the sum over
-coordinates of the variance over M estimates. Times: the jitted gradient, methods interleaved, medians;
+from the call's key as ``lt.graph`` does; the two agree to float rounding, checked). Every method is checked
+unbiased against the exact gradient (``lt.graph`` with every site enumerated; the closed form for the plate).
+Variance: the sum over coordinates of the variance over M estimates. Times: the jitted gradient, methods interleaved, medians;
 compile time is tracing (and for ``lt.graph`` the data-flow analysis), lowering and compiling.
 
 Run from the repository root::

@@ -51,7 +51,8 @@ class Config:
     """Study configuration.
 
     Attributes:
-      num_train: training images (the rest of the 1797 are held out).
+      num_train: training images.
+      num_test: held-out images after them (None: all the rest of the 1797).
       batch_size: images per step.
       num_steps: Adam steps per run.
       learning_rate: Adam's.
@@ -65,6 +66,7 @@ class Config:
     """
 
     num_train: int = 1000
+    num_test: int | None = None
     batch_size: int = 50
     num_steps: int = 5000
     learning_rate: float = 3e-3
@@ -94,11 +96,13 @@ def load_data(config: Config) -> tuple[jax.Array, jax.Array]:
 
     images = (load_digits().data / 16.0 > 0.5).astype(np.float32)
     order = np.random.default_rng(0).permutation(len(images))
-    return jnp.asarray(images[order[:config.num_train]]), jnp.asarray(images[order[config.num_train:]])
+    end = None if config.num_test is None else config.num_train + config.num_test
+    test = order[config.num_train:end]
+    return jnp.asarray(images[order[:config.num_train]]), jnp.asarray(images[test])
 
 
 def init_params(key: jax.Array) -> dict[str, dict[str, jax.Array]]:
-    """Linear layers ``{"w", "b"}``: the guide's q1 (x → z1), q2 (z1 → z2); the model's prior, p1 (z2 → z1), px."""
+    """Linear layers ``{"w", "b"}``: the guide's q1 (x → z1) and q2 (z1 → z2); the model's prior, p1, px."""
     layer = lambda k, n_out, n_in: {"w": 0.1 * jax.random.normal(k, (n_out, n_in)), "b": jnp.zeros(n_out)}
     ks = jax.random.split(key, 4)
     return {"q1": layer(ks[0], Z1, PIXELS), "q2": layer(ks[1], Z2, Z1), "prior": {"b": jnp.zeros(Z2)},

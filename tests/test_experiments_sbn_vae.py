@@ -9,7 +9,7 @@ import numpy as np
 import logtrick as lt
 from experiments import sbn_vae
 
-CONFIG = dataclasses.replace(sbn_vae.QUICK, num_train=40, num_steps=6, eval_every=6, num_variance_draws=30,
+CONFIG = dataclasses.replace(sbn_vae.QUICK, num_train=40, num_test=40, num_steps=6, eval_every=6, num_variance_draws=30,
                              variance_batch_size=2, methods=("disarm_loo",))
 
 

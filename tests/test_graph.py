@@ -33,7 +33,8 @@ def _estimates(est, params, num_estimates, *args, seed=0):
 # --- a chain a -> b -> c and a fan-out a -> (b, c) of categorical sites, a cost at every node -------------------
 
 K = 3
-CHAIN_PARAMS = {"a": jnp.array([0.2, -0.4, 0.1]), "b": jnp.array([[0.5, -0.2, 0.0], [0.1, 0.3, -0.6], [-0.3, 0.2, 0.4]]),
+CHAIN_PARAMS = {"a": jnp.array([0.2, -0.4, 0.1]),
+                "b": jnp.array([[0.5, -0.2, 0.0], [0.1, 0.3, -0.6], [-0.3, 0.2, 0.4]]),
                 "c": jnp.array([[0.0, 0.7, -0.1], [0.4, -0.5, 0.2], [0.3, 0.1, -0.2]])}
 R_A, R_B, R_C = jnp.array([1.0, -2.0, 0.5]), jnp.arange(9.0).reshape(3, 3) / 4, jnp.cos(jnp.arange(9.0)).reshape(3, 3)
 
@@ -148,7 +149,8 @@ def episode(logits, key, sample):
         a = sample("action", cat, logits[s], ka)
         return jax.random.categorical(ks, jnp.log(MDP.transitions[s, a])), MDP.rewards[s, a]
 
-    _, rewards = jax.lax.scan(step, jax.random.categorical(k0, jnp.log(MDP.initial)), jax.random.split(k_steps, HORIZON))
+    s0 = jax.random.categorical(k0, jnp.log(MDP.initial))
+    _, rewards = jax.lax.scan(step, s0, jax.random.split(k_steps, HORIZON))
     return rewards * GAMMA ** jnp.arange(HORIZON)
 
 
@@ -250,7 +252,8 @@ def test_pathwise_gaussian_feeding_score_function_bernoulli():
 
 ENUM_PARAMS = {"s": jnp.array([0.4, -0.3]), "e": jnp.array([[0.2, -0.1, 0.5], [-0.6, 0.3, 0.0]]),
                "t": jnp.array([[0.7, -0.2], [0.0, 0.4], [-0.5, 0.1]])}
-R_S, R_E, R_T = jnp.array([0.5, -1.0]), jnp.array([[1.0, 0.0, 2.0], [-1.0, 1.5, 0.5]]), jnp.array([[2.0, -1.0], [0.5, 1.0], [-2.0, 0.3]])
+R_S, R_E = jnp.array([0.5, -1.0]), jnp.array([[1.0, 0.0, 2.0], [-1.0, 1.5, 0.5]])
+R_T = jnp.array([[2.0, -1.0], [0.5, 1.0], [-2.0, 0.3]])
 
 
 def enum_chain(params, key, sample):
