@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pytest
 
-from experiments import calibration, discrete_vae, exact_check
+from experiments import calibration, discrete_vae, exact_check, sbn_vae
 
 ROOT = pathlib.Path(__file__).parents[1]
 NUMBER = r"[−-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?"
@@ -244,6 +244,16 @@ def discrete_vae_table(readme: str) -> list[Figure]:
     return figures
 
 
+def sbn_vae_table(readme: str) -> list[Figure]:
+    """Every row of the two-layer VAE table is ``experiments.sbn_vae.format_table`` of its JSON."""
+    figures = []
+    for line in sbn_vae.format_table(results_json("sbn_vae")).splitlines()[4:]:
+        key = "|".join(line.split("|")[:2])
+        match = search(rf"(?m)^{re.escape(key)}\|.*$", readme, f"two-layer VAE row {key}")
+        figures.append(Figure(f"two-layer VAE row {key}", match.span(), match.group(), line, match.group() == line))
+    return figures
+
+
 def calibration_table(readme: str) -> list[Figure]:
     """The calibration table is ``experiments.calibration.format_table`` of its JSON, row by row, and the worst
     rejection rates over α after it."""
@@ -328,7 +338,7 @@ def ipd_lola(readme: str) -> list[Figure]:
 
 CHECKS: dict[str, Callable[[str], list[Figure]]] = {fn.__name__: fn for fn in (
     cartpole, score_function_benchmark, scaling_benchmark, composition_benchmarks, discrete_vae_benchmark,
-    discrete_vae_table, calibration_table, rebar_toy, rebar_toy_highdim, exact_check_block, ipd_lola)}
+    discrete_vae_table, sbn_vae_table, calibration_table, rebar_toy, rebar_toy_highdim, exact_check_block, ipd_lola)}
 
 
 def assert_agree(figures: list[Figure]) -> None:
