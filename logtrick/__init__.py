@@ -3,13 +3,14 @@
     grad_θ E_{x~p(x|θ)}[f(x)] = E_{x~p(x|θ)}[f(x) grad_θ log p(x|θ)]
 """
 
-from logtrick import baselines, categorical, discrete, exact, families, gaussian, layout, rl, sites, testing
+from logtrick import baselines, categorical, discrete, exact, families, gaussian, layout, qmc, rl, sites, testing
 from logtrick.base import Estimator, from_loss
 from logtrick.baselines import Baseline
 from logtrick.categorical import sum_and_sample
 from logtrick.dice import magic_box
 from logtrick.estimators import (
     dice_sum,
+    measure_valued,
     optimal_control_variate,
     pathwise,
     score_function,
@@ -39,8 +40,10 @@ __all__ = [
     "graph",
     "layout",
     "magic_box",
+    "measure_valued",
     "optimal_control_variate",
     "pathwise",
+    "qmc",
     "rl",
     "score_function",
     "score_function_jacobians",

@@ -79,7 +79,7 @@ def check_params(params: Params, caller: str) -> None:
 
 
 def _all_finite(aux: Aux, keys: tuple[str, ...]) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(aux[k])) for k in keys]))
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for k in keys for leaf in jax.tree_util.tree_leaves(aux[k])]))
 
 
 def _nan_unless(finite: jax.Array, tree: Any) -> jax.Array:
@@ -113,7 +113,7 @@ def from_loss(init: Callable[[Params], State], loss: Loss, *, caller: str,
       init: ``init(params) -> state``.
       loss: the surrogate, as above; its aux must hold the ``guarded`` keys.
       caller: the estimator's name, for error messages.
-      guarded: aux keys holding f values, checked to be finite.
+      guarded: aux keys holding f values (arrays or pytrees of them), checked to be finite.
 
     Returns:
       An :class:`Estimator`.

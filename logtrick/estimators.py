@@ -48,29 +48,82 @@ def dice_sum(values: jax.Array, log_probs: jax.Array, b: jax.Array) -> jax.Array
     return jnp.sum((values - b) * magic_box(log_probs) + b)
 
 
-def _sampler(family: Family, antithetic: bool, caller: str):
-    if not antithetic:
-        return family.sample, "family.sample"
-    if family.antithetic_sample is None:
+def _noise_dtype(params: Params) -> Any:
+    """The floating dtype of the params, for the uniforms a sampler transforms."""
+    return jnp.result_type(*jax.tree_util.tree_leaves(params))
+
+
+def _sample_shape(family: Family, params: Params) -> tuple[int, ...]:
+    """The shape of one array sample of ``family`` at ``params``."""
+    return jax.eval_shape(lambda p: family.sample(p, jax.random.key(0), 1), params).shape[1:]
+
+
+def _drawer(family: Family, layout: layout_lib.SampleLayout, antithetic: bool, caller: str,
+            sample_source: str = "family.sample") -> Callable:
+    """``draw(params, key, chunk_index) -> xs``, the chunk's samples (leading axis ``layout.chunk``).
+
+    ``"mc"``: ``family.sample`` (or ``antithetic_sample``) from the chunk's key;
+    ``"rqmc"``: ``family.inverse_cdf`` of the chunk's quasi-random uniforms,
+    differentiable in params where the inverse CDF is.
+    """
+    if layout.sampler == "rqmc":
+        if antithetic:
+            raise ValueError(f"{caller}: antithetic=True and sampler='rqmc' are two ways of correlating the samples; "
+                             "choose one")
+        if family.inverse_cdf is None:
+            raise ValueError(f"{caller}: sampler='rqmc' needs a family with `inverse_cdf` (e.g. lt.families.normal(), "
+                             "bernoulli(), categorical(), poisson())")
+
+        def draw_quasi(params, key, index):
+            u = layout.uniforms(key, index, _sample_shape(family, params), _noise_dtype(params))
+            return _checks.samples(jax.vmap(family.inverse_cdf, (None, 0))(params, u), layout.chunk, caller=caller,
+                                   source="family.inverse_cdf")
+
+        return draw_quasi
+    source = "family.antithetic_sample" if antithetic else sample_source
+    if antithetic and family.antithetic_sample is None:
         raise ValueError(f"{caller}: antithetic=True needs a family with `antithetic_sample` "
                          "(e.g. lt.families.normal(), lt.families.bernoulli())")
-    return family.antithetic_sample, "family.antithetic_sample"
+    sampler = family.antithetic_sample if antithetic else family.sample
+
+    def draw(params, key, index):
+        return _checks.drawn(sampler, params, layout.chunk_key(key, index), layout.chunk, caller=caller, source=source)
+
+    return draw
 
 
-def _paired(baseline: baselines_lib.Baseline, layout: layout_lib.SampleLayout) -> baselines_lib.Baseline:
-    """The baseline of the N/2 antithetic pair means, given to both members of each pair.
+def _shared(baseline: baselines_lib.Baseline, groups: tuple[int, ...]) -> baselines_lib.Baseline:
+    """The baseline of group means, given to every member of a group.
 
-    A chunk of c samples holds c/2 draws followed by their reflections, so a
-    baseline built from the other pairs excludes a sample's partner.
+    The values, reshaped to ``groups``, are averaged over axis 1 (the members
+    of a group: an antithetic pair, an RQMC randomisation), the baseline is
+    applied to the means, and each member gets its group's. A baseline built
+    from the other means (leave-one-out) then excludes every sample that is
+    dependent on the one it pairs with, and stays unbiased.
     """
 
     def apply(values, state):
-        halves = values.reshape(layout.num_chunks, 2, layout.chunk // 2)
-        b, state = baseline.apply(jnp.mean(halves, axis=1).reshape(-1), state)
-        b = jnp.broadcast_to(b.reshape(layout.num_chunks, 1, layout.chunk // 2), halves.shape)
-        return b.reshape(-1), state
+        means = jnp.mean(values.reshape(groups), axis=1)
+        b, state = baseline.apply(means.reshape(-1), state)
+        return jnp.broadcast_to(jnp.expand_dims(b.reshape(means.shape), 1), groups).reshape(-1), state
 
     return baseline._replace(apply=apply)
+
+
+def _pairing(baseline: baselines_lib.Baseline, layout: layout_lib.SampleLayout, antithetic: bool,
+             caller: str) -> baselines_lib.Baseline:
+    """The baseline as the samples' dependence requires: over pair means, randomisation means, or samples."""
+    if antithetic:  # a chunk of c holds c/2 draws followed by their reflections
+        return _shared(baseline, (layout.num_chunks, 2, layout.chunk // 2))
+    if layout.sampler == "rqmc":
+        r = layout.num_randomisations
+        if r < baseline.min_samples:
+            raise ValueError(
+                f"{caller}: under sampler='rqmc' the samples of one randomisation are dependent, so a baseline is "
+                f"built across randomisations; this baseline needs {baseline.min_samples}: set "
+                f"`num_randomisations` >= {baseline.min_samples} (got {r})")
+        return _shared(baseline, (r, layout.num_samples // r))
+    return baseline
 
 
 def score_function(
@@ -80,6 +133,8 @@ def score_function(
     num_samples: int,
     baseline: baselines_lib.Baseline | None = None,
     antithetic: bool = False,
+    sampler: str = "mc",
+    num_randomisations: int = 1,
     chunk_size: int | None = None,
     sample_sharding: jax.sharding.Sharding | None = None,
 ) -> Estimator:
@@ -104,13 +159,22 @@ def score_function(
         ``chunk_size``) even. The baseline sees the N/2 pair means and pairs
         up with both members of a pair, so a baseline built from other samples
         (leave-one-out) excludes the partner and stays unbiased.
-      chunk_size: if set (dividing N), samples are drawn and differentiated
-        ``chunk_size`` at a time in a ``lax.scan``: memory is flat in N (but
-        for the N f-values), time linear. Each chunk draws from its own key
-        (``jax.random.split(key, N // chunk_size)``), and is drawn and
-        evaluated twice (f's values for the baseline, then the loss), so the
-        estimate differs from the unchunked one for the same key, with the
-        same distribution.
+      sampler: ``"mc"`` (independent draws) or ``"rqmc"``: the samples are
+        ``family.inverse_cdf`` of scrambled Sobol points (:mod:`logtrick.qmc`),
+        lower variance on smooth problems. The points of one randomisation are
+        dependent, so the baseline sees the R randomisation means and each
+        sample gets its randomisation's: leave-one-out needs R ≥ 2.
+      num_randomisations: R, independent randomisations of N / R points each
+        (``"rqmc"`` only).
+      chunk_size: if set (dividing N, and N / R), samples are drawn and
+        differentiated ``chunk_size`` at a time in a ``lax.scan``: memory is
+        flat in N (but for the N f-values), time linear. Under ``"mc"`` each
+        chunk draws from its own key (``jax.random.split(key, N //
+        chunk_size)``), and is drawn and evaluated twice (f's values for the
+        baseline, then the loss), so the estimate differs from the unchunked
+        one for the same key, with the same distribution; under ``"rqmc"`` the
+        chunks take their points of the same nets, and the estimate is the
+        unchunked one.
       sample_sharding: a sharding for the sample axis, e.g.
         ``NamedSharding(mesh, PartitionSpec("samples"))``: samples, f-values and
         log-probabilities are laid out along it, so per-sample work runs on
@@ -134,23 +198,22 @@ def score_function(
       Foerster et al., "DiCE: The Infinitely Differentiable Monte Carlo
       Estimator", 2018. Farquhar et al., "Loaded DiCE", 2019.
       Hammersley and Morton, "A new Monte Carlo technique: antithetic
-      variates", 1956.
+      variates", 1956. Buchholz, Wenzel and Mandt, "Quasi-Monte Carlo
+      Variational Inference", 2018.
     """
     caller = "score_function"
     baseline = baselines_lib.none() if baseline is None else baseline
     group = 2 if antithetic else 1
     layout = layout_lib.sample_layout(num_samples, chunk_size, sample_sharding, minimum=group * baseline.min_samples,
-                                      multiple=group, caller=caller)
-    sampler, source = _sampler(family, antithetic, caller)
-    pairing = _paired(baseline, layout) if antithetic else baseline
+                                      multiple=group, sampler=sampler, num_randomisations=num_randomisations,
+                                      caller=caller)
+    draw = _drawer(family, layout, antithetic, caller)
+    pairing = _pairing(baseline, layout, antithetic, caller)
     n, c = layout.num_samples, layout.chunk
 
-    def draw(params, key):
-        return layout.constrain(sg(_checks.drawn(sampler, params, key, c, caller=caller, source=source)))
-
-    def chunk_terms(params, key, args):
+    def chunk_terms(params, key, index, args):
         """One chunk: its samples, f values (differentiable) and log-probabilities."""
-        xs = draw(params, key)
+        xs = layout.constrain(sg(draw(params, key, index)))
         values = _checks.per_sample(lambda x: f(x, *args), xs, c, caller=caller, name="f")
         log_probs = _checks.per_sample(lambda x: family.log_prob(params, x), xs, c, caller=caller,
                                        name="family.log_prob")
@@ -158,14 +221,14 @@ def score_function(
 
     def loss(params, state, key, *args):
         if layout.num_chunks == 1:
-            xs, values, log_probs = chunk_terms(params, key, args)
+            xs, values, log_probs = chunk_terms(params, key, 0, args)
             b, new_state = pairing.apply(sg(values), state)
             return dice_sum(values, log_probs, b) / n, (new_state, {"f": sg(values), "baseline": sg(b), "samples": xs})
-        keys = jax.random.split(key, layout.num_chunks)
-        values = sg(jax.lax.map(lambda k: chunk_terms(params, k, args)[1], keys)).reshape(n)
+        indices = layout.chunk_indices()
+        values = sg(jax.lax.map(lambda i: chunk_terms(params, key, i, args)[1], indices)).reshape(n)
         b, new_state = pairing.apply(values, state)
         total, _ = layout_lib.chunk_sum(
-            lambda kb: (dice_sum(*chunk_terms(params, kb[0], args)[1:], kb[1]), None), (keys, b.reshape(-1, c)))
+            lambda ib: (dice_sum(*chunk_terms(params, key, ib[0], args)[1:], ib[1]), None), (indices, b.reshape(-1, c)))
         return total / n, (new_state, {"f": values, "baseline": sg(b)})
 
     return from_loss(baseline.init, loss, caller=caller)
@@ -173,9 +236,10 @@ def score_function(
 
 def pathwise(
     f: Callable[..., jax.Array],
-    rsample: Callable[[Params, jax.Array, int], Any],
+    rsample: Callable[[Params, jax.Array, int], Any] | Family,
     *,
     num_samples: int,
+    sampler: str = "mc",
     chunk_size: int | None = None,
     sample_sharding: jax.sharding.Sharding | None = None,
 ) -> Estimator:
@@ -189,8 +253,12 @@ def pathwise(
 
     Args:
       f: ``f(x, *args) -> scalar`` for one sample; differentiated.
-      rsample: ``rsample(params, key, n) -> xs``, differentiable in params.
+      rsample: ``rsample(params, key, n) -> xs``, differentiable in params; or
+        a reparameterised :class:`logtrick.Family` (its ``sample``, or under
+        ``"rqmc"`` its ``inverse_cdf``).
       num_samples: N.
+      sampler: ``"mc"`` or ``"rqmc"`` (as in :func:`score_function`; one
+        randomisation of N points; needs a Family with ``inverse_cdf``).
       chunk_size: as in :func:`score_function` (each chunk drawn once).
       sample_sharding: as in :func:`score_function`.
 
@@ -199,32 +267,144 @@ def pathwise(
 
     Example::
 
-        est = lt.pathwise(lambda x: jnp.sum(jnp.cos(x)), lt.families.normal().sample, num_samples=16)
+        est = lt.pathwise(lambda x: jnp.sum(jnp.cos(x)), lt.families.normal(), num_samples=16)
         params = {"loc": jnp.zeros(3), "log_scale": jnp.zeros(3)}
         grads, _, _ = est.estimate(params, est.init(params), jax.random.key(0))
 
     References:
       Kingma and Welling, "Auto-Encoding Variational Bayes", 2014.
       Mohamed et al., "Monte Carlo Gradient Estimation in Machine Learning", 2020.
+      Buchholz, Wenzel and Mandt, "Quasi-Monte Carlo Variational Inference", 2018.
     """
     caller = "pathwise"
-    layout = layout_lib.sample_layout(num_samples, chunk_size, sample_sharding, minimum=1, caller=caller)
+    layout = layout_lib.sample_layout(num_samples, chunk_size, sample_sharding, minimum=1, sampler=sampler,
+                                      caller=caller)
+    if not isinstance(rsample, Family):
+        if sampler == "rqmc":
+            raise ValueError(f"{caller}: sampler='rqmc' transforms uniforms, so `rsample` must be a Family with "
+                             "`inverse_cdf` (e.g. lt.families.normal()), not a sampling function")
+        draw = _drawer(Family(rsample, log_prob=None), layout, False, caller, sample_source="rsample")
+    else:
+        draw = _drawer(rsample, layout, False, caller)
     n, c = layout.num_samples, layout.chunk
 
-    def values_of(params, key, args):
-        xs = layout.constrain(_checks.drawn(rsample, params, key, c, caller=caller, source="rsample"))
+    def values_of(params, key, index, args):
+        xs = layout.constrain(draw(params, key, index))
         values = layout.constrain(_checks.per_sample(lambda x: f(x, *args), xs, c, caller=caller, name="f"))
         return jnp.sum(values), values
 
     def loss(params, state, key, *args):
         if layout.num_chunks == 1:
-            total, values = values_of(params, key, args)
+            total, values = values_of(params, key, 0, args)
         else:
-            keys = jax.random.split(key, layout.num_chunks)
-            total, values = layout_lib.chunk_sum(lambda k: values_of(params, k, args), keys)
+            total, values = layout_lib.chunk_sum(lambda i: values_of(params, key, i, args), layout.chunk_indices())
         return total / n, (state, {"f": sg(values).reshape(n)})
 
     return from_loss(lambda params: (), loss, caller=caller)
+
+
+def _f_at_draws(f_args: Callable, draws: Any, params: Params, caller: str) -> Any:
+    """f at every draw: a draws leaf of shape (c,) + P + x.shape, for a params leaf of shape P, gives (c,) + P."""
+
+    def leaf(xs, p):
+        lead = xs.shape[:1 + jnp.ndim(p)]
+        flat = xs.reshape((-1,) + xs.shape[len(lead):])
+        return _checks.per_sample(f_args, flat, flat.shape[0], caller=caller, name="f").reshape(lead)
+
+    return jax.tree_util.tree_map(leaf, draws, params)
+
+
+def measure_valued(
+    f: Callable[..., jax.Array],
+    family: Family,
+    *,
+    num_samples: int,
+    coupling: bool = True,
+    sampler: str = "mc",
+    chunk_size: int | None = None,
+    sample_sharding: jax.sharding.Sharding | None = None,
+) -> Estimator:
+    """The measure-valued gradient estimator, from the family's weak derivative.
+
+    With ∂_θj p = c_j (p⁺_j − p⁻_j) (:class:`logtrick.families.WeakDerivative`),
+
+        ∂_θj E[f(x)] ≈ (1/N) Σ_i c_j (f(x⁺_ij) − f(x⁻_ij)),  x⁺_ij ~ p⁺_j, x⁻_ij ~ p⁻_j,
+
+    where x±_ij is the base sample x_i ~ p with the element θ_j governs
+    redrawn. Needs f's values only (f may be non-differentiable, even
+    discontinuous, in x) and has low variance in low dimension, but costs 2 f
+    evaluations per parameter coordinate per sample, plus one at x_i: 4D + 1 per
+    sample for a D-dimensional Gaussian, 2DK + 1 for D categoricals of K
+    classes. ``coupling`` draws x⁺ and x⁻ from shared noise (the Gaussian's
+    shared Weibull, its Maxwell-uniform pair; the categorical's unchanged
+    outcome), lowering the variance of the difference.
+
+    The loss is (1/N) Σ_i f(x_i, *args) + Σ_j ĝ_j (θ_j − sg θ_j), ĝ the
+    estimate above: its value estimates E[f], its gradient in θ is ĝ, in
+    ``args`` the pathwise mean of ∇_args f(x_i), and its mixed derivative
+    ∂_args ∂_θ is that of ĝ. The constants and samples are under
+    ``stop_gradient``, so second derivatives in θ are zero, not estimated.
+
+    Args:
+      f: ``f(x, *args) -> scalar`` for one sample x; ``args`` differentiated pathwise.
+      family: a family with ``weak_derivative`` (``normal``, ``bernoulli``,
+        ``categorical``, ``poisson``).
+      num_samples: N, base samples per estimate.
+      coupling: couple x⁺ and x⁻ where the family can.
+      sampler: ``"mc"`` or ``"rqmc"``: the uniforms of the base sample and of
+        the weak derivative's draws come from one scrambled Sobol net.
+      chunk_size: as in :func:`pathwise`.
+      sample_sharding: as in :func:`score_function`.
+
+    Returns:
+      An :class:`logtrick.Estimator`; state ``()``. ``aux``: ``"f"``, shape
+      (N,); ``"f_positive"``, ``"f_negative"``, pytrees like params, each leaf
+      with leading axis N.
+
+    Example::
+
+        est = lt.measure_valued(lambda x: jnp.sum(x > 0.5), lt.families.normal(), num_samples=64)
+        params = {"loc": jnp.zeros(3), "log_scale": jnp.zeros(3)}
+        grads, _, _ = jax.jit(est.estimate)(params, (), jax.random.key(0))
+
+    References:
+      Pflug, "Sampling derivatives of probabilities", 1989. Heidergott and
+      Vázquez-Abad, "Measure-valued differentiation for Markov chains", 2008.
+      Rosca, Figurnov, Mohamed and Mnih, "Measure-Valued Derivatives for
+      Approximate Bayesian Inference", 2019. Mohamed, Rosca, Figurnov and
+      Mnih, "Monte Carlo Gradient Estimation in Machine Learning", 2020 (§6).
+    """
+    caller = "measure_valued"
+    layout = layout_lib.sample_layout(num_samples, chunk_size, sample_sharding, minimum=1, sampler=sampler,
+                                      caller=caller)
+    weak = family.weak_derivative
+    if weak is None:
+        raise ValueError(f"{caller}: `family` has no `weak_derivative` (lt.families.normal(), bernoulli(), "
+                         "categorical() and poisson() have one)")
+    n, c = layout.num_samples, layout.chunk
+
+    def chunk_terms(params, key, index, args):
+        shape = (weak.num_uniforms,) + _sample_shape(family, params)
+        u = layout.constrain(layout.uniforms(key, index, shape, _noise_dtype(params)))
+        xs, consts, positive, negative = sg(jax.vmap(weak.decompose, (None, 0, None))(sg(params), u, coupling))
+        f_args = lambda x: f(x, *args)  # noqa: E731
+        values = layout.constrain(_checks.per_sample(f_args, xs, c, caller=caller, name="f"))
+        f_plus, f_minus = (_f_at_draws(f_args, draws, params, caller) for draws in (positive, negative))
+        direction = jax.tree_util.tree_map(lambda k, fp, fm: jnp.sum(k * (fp - fm), axis=0), consts, f_plus, f_minus)
+        linear = sum(jnp.vdot(d, p - sg(p)) for d, p in
+                     zip(jax.tree_util.tree_leaves(direction), jax.tree_util.tree_leaves(params)))
+        return jnp.sum(values) + linear, (values, f_plus, f_minus)
+
+    def loss(params, state, key, *args):
+        if layout.num_chunks == 1:
+            total, (values, f_plus, f_minus) = chunk_terms(params, key, 0, args)
+        else:
+            total, out = layout_lib.chunk_sum(lambda i: chunk_terms(params, key, i, args), layout.chunk_indices())
+            values, f_plus, f_minus = jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[2:]), out)
+        aux = {"f": sg(values).reshape(n), "f_positive": sg(f_plus), "f_negative": sg(f_minus)}
+        return total / n, (state, aux)
+
+    return from_loss(lambda params: (), loss, caller=caller, guarded=("f", "f_positive", "f_negative"))
 
 
 def scores(family: Family, params: Params, xs: Any) -> Params:

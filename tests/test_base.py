@@ -119,6 +119,7 @@ ANY_F = lambda x, *args: jnp.sum(jnp.asarray(x, jnp.float32))
 ALL = {
     "score_function": (lt.score_function(ANY_F, NORMAL, num_samples=4), GAUSS),
     "pathwise": (lt.pathwise(ANY_F, NORMAL.sample, num_samples=4), GAUSS),
+    "measure_valued": (lt.measure_valued(ANY_F, CATEGORICAL, num_samples=4), LOGITS),
     "optimal_control_variate": (lt.optimal_control_variate(ANY_F, NORMAL, num_samples=4), GAUSS),
     "vimco": (lt.vimco(ANY_F, CATEGORICAL, num_samples=4), LOGITS),
     "delta_method": (lt.delta_method(ANY_F, num_samples=4), GAUSS),
@@ -150,6 +151,10 @@ MALFORMED = {
     "score_function sample": (lt.score_function(ANY_F, bad_family(NORMAL, sample=lambda p, k, n: p["loc"]),
                                                 num_samples=4), GAUSS, "leading axis num_samples=4"),
     "pathwise f": (lt.pathwise(VECTOR_F, NORMAL.sample, num_samples=4), GAUSS, "`f`"),
+    "measure_valued f": (lt.measure_valued(VECTOR_F, NORMAL, num_samples=4), GAUSS, "`f`"),
+    "score_function inverse_cdf": (lt.score_function(ANY_F, NORMAL._replace(inverse_cdf=lambda p, u: p["loc"]),
+                                                     num_samples=4, sampler="rqmc"), GAUSS,
+                                   "leading axis num_samples=4"),
     "optimal_control_variate f": (lt.optimal_control_variate(VECTOR_F, NORMAL, num_samples=4), GAUSS, "`f`"),
     "optimal_control_variate log_prob": (
         lt.optimal_control_variate(ANY_F, bad_family(NORMAL, log_prob=VECTOR_LOG_PROB), num_samples=4), GAUSS,

@@ -107,3 +107,24 @@ def test_log_prob_elements_sum_to_log_prob(name):
     elements = family.log_prob_elements(params, x)
     assert elements.shape == (2, 3)
     np.testing.assert_allclose(jnp.sum(elements), family.log_prob(params, x), rtol=1e-5)
+
+
+def test_inverse_cdfs_are_the_quantile_functions():
+    """On a grid of u (the midpoints of 64 cells, and the extreme grid points), each family's inverse CDF is
+    scipy's quantile function: the normal's to float precision, the Poisson's and categorical's exactly."""
+    from scipy import stats as scipy_stats
+
+    u = np.concatenate([(np.arange(64) + 0.5) / 64, [2.0**-24, 1 - 2.0**-24]]).astype(np.float32)
+    normal = {"loc": jnp.full(u.shape, 0.5), "log_scale": jnp.full(u.shape, -0.3)}
+    np.testing.assert_allclose(lt.families.normal().inverse_cdf(normal, jnp.asarray(u)),
+                               scipy_stats.norm.ppf(u, 0.5, np.exp(-0.3)), rtol=2e-5, atol=2e-5)
+    for rate in (0.3, 4.0, 150.0):
+        x = jit(lt.families.poisson().inverse_cdf)(jnp.full(u.shape, np.log(rate), jnp.float32), jnp.asarray(u))
+        np.testing.assert_array_equal(x[:64], scipy_stats.poisson.ppf(u[:64], rate), err_msg=f"rate {rate}")
+        assert scipy_stats.poisson.cdf(x[-1], rate) >= 1 - 1e-6
+    logits = jnp.array([0.2, -1.0, 1.5, 0.0])
+    probs = np.asarray(jax.nn.softmax(logits), np.float64)
+    x = lt.families.categorical().inverse_cdf(jnp.broadcast_to(logits, u.shape + (4,)), jnp.asarray(u))
+    np.testing.assert_array_equal(x, np.minimum(np.searchsorted(np.cumsum(probs), u), 3))
+    np.testing.assert_array_equal(lt.families.bernoulli().inverse_cdf(jnp.full(u.shape, 0.4), jnp.asarray(u)),
+                                  u < 1 / (1 + np.exp(-0.4)))

@@ -34,6 +34,12 @@ ESTIMATORS = {
     "score, chunked": lambda **kw: lt.score_function(F, lt.families.normal(), num_samples=N, chunk_size=16,
                                                      baseline=lt.baselines.leave_one_out(), **kw),
     "pathwise": lambda **kw: lt.pathwise(F, lt.families.normal().sample, num_samples=N, **kw),
+    "score, rqmc, leave-one-out": lambda **kw: lt.score_function(
+        F, lt.families.normal(), num_samples=N, baseline=lt.baselines.leave_one_out(), sampler="rqmc",
+        num_randomisations=4, **kw),
+    "pathwise, rqmc, chunked": lambda **kw: lt.pathwise(F, lt.families.normal(), num_samples=N, sampler="rqmc",
+                                                        chunk_size=16, **kw),
+    "measure-valued": lambda **kw: lt.measure_valued(F, lt.families.normal(), num_samples=N, **kw),
 }
 
 
