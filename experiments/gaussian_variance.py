@@ -9,13 +9,17 @@ the one-sample estimators of ∇_θ E[f(x; k)]
     score + mean baseline (f(x) - E[f]) s_θ(x)
     score + opt. baseline (f(x) - b*_θ) s_θ(x),   b*_θ = E[f s_θ²] / E[s_θ²]
     pathwise              ∂_θ f(μ + σ ε),          ε ~ N(0, 1)
+    measure-valued        μ: (f(μ + σW) - f(μ - σW')) / (σ√(2π)),  W, W' Rayleigh
+                          σ: (f(μ + σM) - f(μ + σε)) / σ,          M double-sided Maxwell
+    (coupled)             W' = W;  ε = U M, U ~ U(0, 1)
 
-All four are unbiased; their variances Var[g] = E[(g - E g)²] are computed to
-float64 precision by Gauss-Hermite quadrature, and their means checked
-against ``jax.grad`` of the closed forms in ``lt.exact``. At a few k, the
-library's single-sample terms (``lt.score_function_jacobians``, and
-one-sample estimates of ``lt.pathwise``) check both: ``lt.testing.check_unbiased``
-tests their sample means against the exact gradient and their mean squared
+All six are unbiased; their variances Var[g] = E[(g - E g)²] are computed to
+float64 precision by quadrature (Gauss-Hermite over x and M, Gauss-Legendre
+over W and U), and their means checked against ``jax.grad`` of the closed
+forms in ``lt.exact``. At a few k, the library's single-sample terms
+(``lt.score_function_jacobians``, and one-sample estimates of ``lt.pathwise``
+and ``lt.measure_valued``) check both: ``lt.testing.check_unbiased`` tests
+their sample means against the exact gradient and their mean squared
 deviations from it against the exact variance, Bonferroni over the study.
 
     python -m experiments.gaussian_variance [--quick]
@@ -41,12 +45,15 @@ from tqdm import tqdm
 import logtrick as lt
 from experiments import common
 
-ESTIMATORS = ("score", "score_mean_baseline", "score_optimal_baseline", "pathwise")
+ESTIMATORS = ("score", "score_mean_baseline", "score_optimal_baseline", "pathwise", "measure_valued",
+              "measure_valued_coupled")
 LABELS = {
     "score": "score function",
     "score_mean_baseline": "score function + mean baseline",
     "score_optimal_baseline": "score function + optimal baseline",
     "pathwise": "pathwise",
+    "measure_valued": "measure-valued",
+    "measure_valued_coupled": "measure-valued, coupled",
 }
 PARAMS = ("mu", "sigma")
 
@@ -130,6 +137,49 @@ def gauss_hermite(theta: jax.Array, num_points: int) -> tuple[jax.Array, jax.Arr
     return theta[0] + math.sqrt(2.0) * theta[1] * t, w
 
 
+def legendre(lo: float, hi: float, num_points: int) -> tuple[jax.Array, jax.Array]:
+    """Gauss-Legendre nodes and weights for ∫_lo^hi h(t) dt."""
+    t, w = np.polynomial.legendre.leggauss(num_points)
+    return jnp.asarray(lo + (hi - lo) * (t + 1) / 2), jnp.asarray(w * (hi - lo) / 2)
+
+
+def measure_valued_moments(f: Callable, theta: jax.Array, k: jax.Array, *, num_points: int) -> dict[str, Any]:
+    """Means and single-sample variances of the measure-valued estimators (uncoupled, coupled), by quadrature.
+
+    Rayleigh W (density w e^{-w²/2} on w > 0): Gauss-Legendre on [0, 12];
+    double-sided Maxwell M (density m² N(m|0, 1)): Gauss-Hermite with weights
+    × m²; coupled σ term: that rule times Gauss-Legendre over U in (0, 1).
+    Independent draws: E[(a - b)²] = E a² + E b² - 2 E a E b.
+
+    Returns:
+      ``{"mean": {name: (2,)}, "variance": {name: (2,)}}``, the (2,) axis (μ, σ).
+    """
+    mu, sigma = theta[0], theta[1]
+    f_at = jax.vmap(lambda x: f(x, k))
+    w, w_weights = legendre(0.0, 12.0, num_points)
+    w_weights = w_weights * w * jnp.exp(-0.5 * w**2)
+    t, t_weights = gauss_hermite(jnp.asarray([0.0, 1.0]), num_points)
+    m_weights = t_weights * t**2
+    u, u_weights = legendre(0.0, 1.0, 64)
+    c_mu, c_sigma = 1.0 / (sigma * math.sqrt(2.0 * math.pi)), 1.0 / sigma
+    plus_mu, minus_mu = f_at(mu + sigma * w), f_at(mu - sigma * w)
+    on_nodes = f_at(mu + sigma * t)  # f(μ + σM) with m_weights, f(μ + σε) with t_weights
+    coupled_minus = jax.vmap(lambda ui: f_at(mu + sigma * ui * t))(u)  # f(μ + σUM), (U nodes, M nodes)
+
+    def independent(a, wa, b, wb):
+        return wa @ a**2 + wb @ b**2 - 2 * (wa @ a) * (wb @ b)
+
+    mean = jnp.stack([c_mu * (w_weights @ (plus_mu - minus_mu)), c_sigma * (m_weights - t_weights) @ on_nodes])
+    second = {
+        "measure_valued": jnp.stack([c_mu**2 * independent(plus_mu, w_weights, minus_mu, w_weights),
+                                     c_sigma**2 * independent(on_nodes, m_weights, on_nodes, t_weights)]),
+        "measure_valued_coupled": jnp.stack([
+            c_mu**2 * (w_weights @ (plus_mu - minus_mu) ** 2),
+            c_sigma**2 * (u_weights @ ((on_nodes[None] - coupled_minus) ** 2 @ m_weights))]),
+    }
+    return {"mean": {name: mean for name in second}, "variance": {name: m2 - mean**2 for name, m2 in second.items()}}
+
+
 def natural_score(theta: jax.Array, x: jax.Array) -> jax.Array:
     """(∂_μ, ∂_σ) log N(x | μ, σ²) = ((x-μ)/σ², ((x-μ)² - σ²)/σ³), shape (2,)."""
     return jax.grad(lambda th: stats.norm.logpdf(x, th[0], th[1]))(theta)
@@ -142,7 +192,7 @@ def pathwise_term(f: Callable, theta: jax.Array, x: jax.Array, k: jax.Array) -> 
 
 
 def exact_moments(f: Callable, theta: jax.Array, k: jax.Array, *, num_points: int) -> dict[str, Any]:
-    """Means and single-sample variances of the four estimators, by quadrature.
+    """Means and single-sample variances of the six estimators, by quadrature.
 
     Args:
       f: ``f(x, k) -> scalar``.
@@ -165,7 +215,9 @@ def exact_moments(f: Callable, theta: jax.Array, k: jax.Array, *, num_points: in
     terms["pathwise"] = jax.vmap(lambda x: pathwise_term(f, theta, x, k))(xs)
     means = {name: expect(g) for name, g in terms.items()}
     variances = {name: expect((g - means[name]) ** 2) for name, g in terms.items()}
-    return {"expectation": expect(fx[:, 0]), "optimal_baseline": optimal, "mean": means, "variance": variances}
+    weak = measure_valued_moments(f, theta, k, num_points=num_points)
+    return {"expectation": expect(fx[:, 0]), "optimal_baseline": optimal, "mean": {**means, **weak["mean"]},
+            "variance": {**variances, **weak["variance"]}}
 
 
 def closed_form_gradient(cost: Cost, theta: jax.Array, k: jax.Array) -> jax.Array:
@@ -189,8 +241,8 @@ def monte_carlo_terms(f: Callable, theta: jax.Array, k: jax.Array, baselines: di
 
     Score terms: ``lt.score_function_jacobians`` of f and of 1 on the same
     samples give f s and s, so (f - b) s = f s - b s for the exact constant
-    ``baselines[name]`` (2,). Pathwise terms: N one-sample estimates of
-    ``lt.pathwise``, one key each.
+    ``baselines[name]`` (2,). Pathwise and measure-valued terms: N one-sample
+    estimates of ``lt.pathwise`` and ``lt.measure_valued``, one key each.
     """
     family = lt.families.normal()
     params = {"loc": theta[0], "log_scale": jnp.log(theta[1])}
@@ -201,9 +253,12 @@ def monte_carlo_terms(f: Callable, theta: jax.Array, k: jax.Array, baselines: di
     score = _natural(lt.score_function_jacobians(jnp.ones_like, family, params, key_score,
                                                  num_samples=num_samples), theta[1])
     terms = {name: f_score - b * score for name, b in baselines.items()}
-    pathwise = lt.pathwise(f_k, family.sample, num_samples=1)
-    path = jax.vmap(lambda key: pathwise.estimate(params, (), key)[0])(jax.random.split(key_path, num_samples))
-    terms["pathwise"] = _natural(path, theta[1])
+    one_sample = {"pathwise": lt.pathwise(f_k, family, num_samples=1),
+                  "measure_valued": lt.measure_valued(f_k, family, num_samples=1, coupling=False),
+                  "measure_valued_coupled": lt.measure_valued(f_k, family, num_samples=1, coupling=True)}
+    keys = jax.random.split(key_path, num_samples)
+    for name, est in one_sample.items():
+        terms[name] = _natural(jax.vmap(lambda key: est.estimate(params, (), key)[0])(keys), theta[1])
     return terms
 
 
@@ -243,7 +298,7 @@ def _check_entry(samples: np.ndarray, exact_mean: float, exact_variance: float, 
         "mean_se": float(samples.std(ddof=1) / math.sqrt(n)), "mean_z": float(mean_z),
         "exact_variance": float(exact_variance), "mc_variance": variance,
         "variance_se": float(deviations.std(ddof=1) / math.sqrt(n)), "variance_z": float(variance_z),
-        "variance_rel_error": variance / float(exact_variance) - 1.0,
+        "variance_rel_error": (variance - float(exact_variance)) / max(float(exact_variance), 1e-12),
     }
 
 
@@ -319,7 +374,8 @@ def study_cost(cost: Cost, config: Config, key: jax.Array) -> dict[str, Any]:
             "expectation_vs_closed_form_max_abs_error": float(
                 np.max(np.abs(moments["expectation"] - closed_expectation))),
             "variance_max_rel_change_with_2x_nodes": float(max(
-                np.max(np.abs(finer["variance"][name] / moments["variance"][name] - 1.0))
+                np.max(np.abs(finer["variance"][name] - moments["variance"][name])
+                       / np.maximum(moments["variance"][name], 1e-12))
                 for name in ESTIMATORS)),
         },
         "mc_checks": checks,
@@ -332,11 +388,13 @@ def sanity_variances(results: dict[str, Any]) -> dict[str, float]:
     """Exact variances for f = (x - 1)², μ = σ = 1, from the quadratic cost's k = 1 check.
 
     Score function: Var[ε³] = 15 (μ), Var[ε⁴ - ε²] = 74 (σ); pathwise:
-    Var[2ε] = 4 (μ), Var[2ε²] = 8 (σ), with ε = x - 1 ~ N(0, 1).
+    Var[2ε] = 4 (μ), Var[2ε²] = 8 (σ), with ε = x - 1 ~ N(0, 1). Measure-valued:
+    Var[(W² - W'²)/√(2π)] = 8/(2π) (μ), Var[M² - ε²] = 8 (σ); coupled 0 (μ:
+    W² - W² = 0) and Var[M² (1 - U²)] = 4 (σ).
     """
     return {f"{c['estimator']}_{c['param']}": c["exact_variance"]
             for c in results["costs"]["quadratic"]["mc_checks"]
-            if c["k"] == 1.0 and c["estimator"] in ("score", "pathwise")}
+            if c["k"] == 1.0 and c["estimator"] in ("score", "pathwise", "measure_valued", "measure_valued_coupled")}
 
 
 def run(config: Config, *, progress: bool = False) -> dict[str, Any]:
@@ -380,7 +438,9 @@ def summary(results: dict[str, Any]) -> str:
     mc = [c for cost in results["costs"].values() for c in cost["mc_checks"]]
     return "\n".join([
         "f = (x-1)^2 exact variances: score mu {score_mu:.10g}, score sigma {score_sigma:.10g}, "
-        "pathwise mu {pathwise_mu:.10g}, pathwise sigma {pathwise_sigma:.10g}  (expected 15, 74, 4, 8)".format(**s),
+        "pathwise mu {pathwise_mu:.10g}, pathwise sigma {pathwise_sigma:.10g}, measure-valued mu "
+        "{measure_valued_mu:.10g}, sigma {measure_valued_sigma:.10g}, coupled mu {measure_valued_coupled_mu:.3g}, "
+        "sigma {measure_valued_coupled_sigma:.10g}  (expected 15, 74, 4, 8, 8/(2 pi) = 1.273239545, 8, 0, 4)".format(**s),
         "quadrature means vs jax.grad of closed forms: max abs error "
         f"{max(c['mean_vs_closed_form_max_abs_error'] for c in checks):.2e}; E[f] max abs error "
         f"{max(c['expectation_vs_closed_form_max_abs_error'] for c in checks):.2e}; variances change by "
@@ -394,7 +454,8 @@ def summary(results: dict[str, Any]) -> str:
 
 
 _COLORS = {"score": "tab:red", "score_mean_baseline": "tab:orange",
-           "score_optimal_baseline": "tab:purple", "pathwise": "tab:blue"}
+           "score_optimal_baseline": "tab:purple", "pathwise": "tab:blue", "measure_valued": "tab:green",
+           "measure_valued_coupled": "tab:olive"}
 _CARTOON = {"quadratic": ((-5.0, 5.0), (-2.0, 5.0)), "exp_square": ((-3.0, 3.0), (-1.1, 1.1)),
             "cosine": ((-3.0, 3.0), (-3.0, 3.0))}
 _LOG_TICKS = {"exp_square": (0.1, 0.3, 1.0, 3.0, 10.0), "cosine": (0.5, 1.0, 2.0, 3.0, 5.0)}
@@ -443,6 +504,9 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
                             yerr=[2 * c["variance_se"] for c in mc], fmt="o", mfc="none", ms=7,
                             color=_COLORS[name], capsize=3)
             ax.set_yscale("log")
+            curves = np.concatenate([data["variance"][name][param] for name in ESTIMATORS])
+            top = curves.max()  # the coupled measure-valued variance can vanish (∂_μ of (x - 1)²): clip its dip
+            ax.set_ylim(max(curves.min(), 1e-5 * top) / 2, 2 * top)
             if cost.log_k:
                 ax.set_xscale("log")
                 ax.set_xticks(_LOG_TICKS[cost.name])
@@ -455,7 +519,7 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
                     label=f"Monte Carlo, {config['mc_samples']:,} samples (±2 s.e.)")
     axes[1, 0].legend(fontsize=8, loc="upper center")
     fig.suptitle(rf"Gradient variance for $x \sim \mathcal{{N}}({mu:g}, {sigma:g}^2)$: exact (lines, "
-                 "Gauss-Hermite) and Monte Carlo (markers); cf. Mohamed et al. 2020, figs. 2-3")
+                 "quadrature) and Monte Carlo (markers); cf. Mohamed et al. 2020, figs. 2-3")
     fig.savefig(path, dpi=130)
     plt.close(fig)
 

@@ -16,16 +16,18 @@ def test_quadratic_k1_variances_are_exact():
     """f = (x-1)², x ~ N(1, 1), ε = x - 1: the variances in closed form.
 
     score (ε³, ε⁴-ε²): 15, 74; mean baseline E[f] = 1: 10, 56; optimal
-    baselines b* = (3, 5): 6, 24; pathwise (2ε, 2ε²): 4, 8. Every mean is the
-    gradient (0, 2σ) = (0, 2).
+    baselines b* = (3, 5): 6, 24; pathwise (2ε, 2ε²): 4, 8; measure-valued
+    ((W² - W'²)/√(2π), M² - ε²): 8/(2π), 8, coupled (0, M²(1 - U²)): 0, 4.
+    Every mean is the gradient (0, 2σ) = (0, 2).
     """
     with jax.enable_x64(True):
         moments = jax.jit(functools.partial(gv.exact_moments, QUADRATIC.f, num_points=64))(
             jnp.asarray([1.0, 1.0]), jnp.asarray(1.0))
     expected = {"score": (15.0, 74.0), "score_mean_baseline": (10.0, 56.0),
-                "score_optimal_baseline": (6.0, 24.0), "pathwise": (4.0, 8.0)}
+                "score_optimal_baseline": (6.0, 24.0), "pathwise": (4.0, 8.0),
+                "measure_valued": (8 / (2 * np.pi), 8.0), "measure_valued_coupled": (0.0, 4.0)}
     for name, variance in expected.items():
-        np.testing.assert_allclose(moments["variance"][name], variance, rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(moments["variance"][name], variance, rtol=1e-6, atol=1e-12, err_msg=name)
         np.testing.assert_allclose(moments["mean"][name], (0.0, 2.0), atol=1e-10, err_msg=name)
     np.testing.assert_allclose(moments["optimal_baseline"], (3.0, 5.0), rtol=1e-10)
 
