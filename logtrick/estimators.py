@@ -75,9 +75,13 @@ def _drawer(family: Family, layout: layout_lib.SampleLayout, antithetic: bool, c
                              "bernoulli(), categorical(), poisson())")
 
         def draw_quasi(params, key, index):
-            u = layout.uniforms(key, index, _sample_shape(family, params), _noise_dtype(params))
-            return _checks.samples(jax.vmap(family.inverse_cdf, (None, 0))(params, u), layout.chunk, caller=caller,
-                                   source="family.inverse_cdf")
+            shape = _sample_shape(family, params)
+            u = layout.uniforms(key, index, shape, _noise_dtype(params))
+            xs = jax.vmap(family.inverse_cdf, (None, 0))(params, u)
+            if jnp.shape(xs) != (layout.chunk,) + shape:
+                raise ValueError(f"{caller}: `family.inverse_cdf` must map uniforms of one sample's shape {shape} to "
+                                 f"a sample of that shape; it returned shape {jnp.shape(xs)[1:]}")
+            return xs
 
         return draw_quasi
     source = "family.antithetic_sample" if antithetic else sample_source

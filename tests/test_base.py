@@ -152,9 +152,8 @@ MALFORMED = {
                                                 num_samples=4), GAUSS, "leading axis num_samples=4"),
     "pathwise f": (lt.pathwise(VECTOR_F, NORMAL.sample, num_samples=4), GAUSS, "`f`"),
     "measure_valued f": (lt.measure_valued(VECTOR_F, NORMAL, num_samples=4), GAUSS, "`f`"),
-    "score_function inverse_cdf": (lt.score_function(ANY_F, NORMAL._replace(inverse_cdf=lambda p, u: p["loc"]),
-                                                     num_samples=4, sampler="rqmc"), GAUSS,
-                                   "leading axis num_samples=4"),
+    "score_function inverse_cdf": (lt.score_function(ANY_F, NORMAL._replace(inverse_cdf=lambda p, u: u[0]),
+                                                     num_samples=4, sampler="rqmc"), GAUSS, "`family.inverse_cdf`"),
     "optimal_control_variate f": (lt.optimal_control_variate(VECTOR_F, NORMAL, num_samples=4), GAUSS, "`f`"),
     "optimal_control_variate log_prob": (
         lt.optimal_control_variate(ANY_F, bad_family(NORMAL, log_prob=VECTOR_LOG_PROB), num_samples=4), GAUSS,
