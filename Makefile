@@ -25,6 +25,7 @@ test: $(STAMP)
 experiments: $(STAMP)
 	$(BIN)/python -m experiments.exact_check
 	$(BIN)/python -m experiments.gaussian_variance
+	$(BIN)/python -m experiments.qmc
 	$(BIN)/python -m experiments.tabular
 	$(BIN)/python -m experiments.ipd_hessian
 	$(BIN)/python -m experiments.sequence_policy

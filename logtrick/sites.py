@@ -26,7 +26,9 @@ need f at a continuous relaxation of the sample, which a program of discrete
 operations does not define; Gumbel-softmax likewise (and is biased); VIMCO is
 the gradient of a multi-sample bound, not of an expectation of summed costs;
 the optimal control variate needs per-sample scores of every parameter a site
-depends on, which in a graph are the network weights upstream of it.
+depends on, which in a graph are the network weights upstream of it; the
+measure-valued estimator would rerun the program downstream of a site twice
+per parameter coordinate of the site, per particle.
 
 References:
   Schulman, Heess, Weber and Abbeel, "Gradient Estimation Using Stochastic

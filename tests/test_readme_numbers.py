@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pytest
 
-from experiments import calibration, discrete_vae, exact_check, sbn_vae
+from experiments import calibration, discrete_vae, exact_check, qmc, sbn_vae
 
 ROOT = pathlib.Path(__file__).parents[1]
 NUMBER = r"[−-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?"
@@ -234,35 +234,37 @@ def discrete_vae_benchmark(readme: str) -> list[Figure]:
                       for i, end, value in ((1, "low", min(fixed)), (2, "high", max(fixed)))]
 
 
+def rows_of(label: str, readme: str, lines: list[str], key_cells: int) -> list[Figure]:
+    """Each of ``lines`` (markdown table rows) found in the README by its first ``key_cells`` cells and equal
+    to it there."""
+    figures = []
+    for line in lines:
+        key = "|".join(line.split("|")[:key_cells + 1])
+        match = search(rf"(?m)^{re.escape(key)}\|.*$", readme, f"{label} row {key}")
+        figures.append(Figure(f"{label} row {key}", match.span(), match.group(), line, match.group() == line))
+    return figures
+
+
 def discrete_vae_table(readme: str) -> list[Figure]:
     """Every row of the VAE results table is ``experiments.discrete_vae.format_table`` of its JSON."""
-    figures = []
-    for line in discrete_vae.format_table(results_json("discrete_vae")).splitlines()[2:]:
-        key = "|".join(line.split("|")[:3])
-        match = search(rf"(?m)^{re.escape(key)}\|.*$", readme, f"discrete VAE row {key}")
-        figures.append(Figure(f"discrete VAE row {key}", match.span(), match.group(), line, match.group() == line))
-    return figures
+    return rows_of("discrete VAE", readme, discrete_vae.format_table(results_json("discrete_vae")).splitlines()[2:], 2)
 
 
 def sbn_vae_table(readme: str) -> list[Figure]:
     """Every row of the two-layer VAE table is ``experiments.sbn_vae.format_table`` of its JSON."""
-    figures = []
-    for line in sbn_vae.format_table(results_json("sbn_vae")).splitlines()[4:]:
-        key = "|".join(line.split("|")[:2])
-        match = search(rf"(?m)^{re.escape(key)}\|.*$", readme, f"two-layer VAE row {key}")
-        figures.append(Figure(f"two-layer VAE row {key}", match.span(), match.group(), line, match.group() == line))
-    return figures
+    return rows_of("two-layer VAE", readme, sbn_vae.format_table(results_json("sbn_vae")).splitlines()[4:], 1)
+
+
+def qmc_table(readme: str) -> list[Figure]:
+    """Every row of the RQMC slope table is ``experiments.qmc.format_table`` of its JSON."""
+    return rows_of("RQMC", readme, qmc.format_table(results_json("qmc")).splitlines()[2:], 3)
 
 
 def calibration_table(readme: str) -> list[Figure]:
     """The calibration table is ``experiments.calibration.format_table`` of its JSON, row by row, and the worst
     rejection rates over α after it."""
     results = results_json("calibration")
-    figures = []
-    for line in calibration.format_table(results).splitlines()[2:]:
-        key = "|".join(line.split("|")[:3])
-        match = search(rf"(?m)^{re.escape(key)}\|.*$", readme, f"calibration row {key}")
-        figures.append(Figure(f"calibration row {key}", match.span(), match.group(), line, match.group() == line))
+    figures = rows_of("calibration", readme, calibration.format_table(results).splitlines()[2:], 2)
     match = search(rf"\(worst: ({NUMBER})× α; the plain z-test reaches ({NUMBER})× α\)", readme, "calibration worst")
     return figures + [figure("calibration worst", readme, match.span(1), results["summary"]["worst_rejected_over_alpha"]),
                       figure("calibration worst plain z", readme, match.span(2),
@@ -338,7 +340,8 @@ def ipd_lola(readme: str) -> list[Figure]:
 
 CHECKS: dict[str, Callable[[str], list[Figure]]] = {fn.__name__: fn for fn in (
     cartpole, score_function_benchmark, scaling_benchmark, composition_benchmarks, discrete_vae_benchmark,
-    discrete_vae_table, sbn_vae_table, calibration_table, rebar_toy, rebar_toy_highdim, exact_check_block, ipd_lola)}
+    discrete_vae_table, sbn_vae_table, qmc_table, calibration_table, rebar_toy, rebar_toy_highdim, exact_check_block,
+    ipd_lola)}
 
 
 def assert_agree(figures: list[Figure]) -> None:
