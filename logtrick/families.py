@@ -157,7 +157,8 @@ def normal() -> Family:
         maxwell = jnp.sign(z) * jnp.sqrt(-2.0 * jnp.log(u[3]) + z**2)  # χ²₃ = χ²₂ + χ²₁, sign(z) ⫫ z²
         normal_minus = u[5] * maxwell if coupling else special.ndtri(u[5])
         c = {"loc": 1.0 / (scale * math.sqrt(2.0 * math.pi)), "log_scale": jnp.ones_like(scale)}
-        positive = {"loc": _replace_each(x, loc + scale * rayleigh), "log_scale": _replace_each(x, loc + scale * maxwell)}
+        positive = {"loc": _replace_each(x, loc + scale * rayleigh),
+                    "log_scale": _replace_each(x, loc + scale * maxwell)}
         negative = {"loc": _replace_each(x, loc - scale * rayleigh_minus),
                     "log_scale": _replace_each(x, loc + scale * normal_minus)}
         return x, c, positive, negative

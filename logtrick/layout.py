@@ -8,9 +8,9 @@ samples live.
 Samplers: ``"mc"`` draws independent noise, a key per chunk; ``"rqmc"``
 draws the N samples of one estimate from ``num_randomisations`` independent
 randomisations of a scrambled Sobol net (:func:`logtrick.qmc.sobol`), N / R
-points each, randomisation-major, so each chunk (all of them, or a piece
-of one randomisation) takes its points of the same nets by offset: the estimate is the same whatever
-the chunk size, up to float reassociation.
+points each, randomisation-major, so each chunk (all of them, or a piece of
+one randomisation) takes its points of the same nets by offset: the estimate
+is the same whatever the chunk size, up to float reassociation.
 """
 
 from __future__ import annotations
