@@ -92,12 +92,14 @@ class Config:
       dims: the dimensions D.
       log2_sizes: N = 2^m for each m.
       num_randomisations: independent estimates per (problem, D, estimator, sampler, N).
+      estimators: names in ESTIMATORS to run.
       seed: PRNG seed.
     """
 
     dims: tuple[int, ...] = (1, 10, 100)
     log2_sizes: tuple[int, ...] = tuple(range(4, 13))
     num_randomisations: int = 64
+    estimators: tuple[str, ...] = tuple(ESTIMATORS)
     seed: int = 0
 
 
@@ -133,8 +135,8 @@ def fit_slope(sizes: np.ndarray, mse: np.ndarray, mse_se: np.ndarray) -> tuple[f
 def run(config: Config, *, progress: bool = False) -> dict[str, Any]:
     """Every curve; returns the JSON-ready results."""
     sizes = [2**m for m in config.log2_sizes]
-    cases = [(problem, d, name) for problem in PROBLEMS for d in config.dims for name, (_, _, applies) in
-             ESTIMATORS.items() if applies(problem.name, d)]
+    cases = [(problem, d, name) for problem in PROBLEMS for d in config.dims for name in config.estimators
+             if ESTIMATORS[name][2](problem.name, d)]
     key = jax.random.key(config.seed)
     curves = []
     for problem, d, name in tqdm(cases, desc="curves", disable=not progress):
