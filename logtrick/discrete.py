@@ -230,31 +230,56 @@ def disarm(f: Callable[..., jax.Array], *, num_samples: int) -> Estimator:
 
 
 class _Draws(NamedTuple):
-    """RELAX's noise and samples for n draws: u, v ~ U(0, 1) and b = H(θ + logit u), each (n,) + θ.shape."""
+    """RELAX's noise and samples for n draws: u, v ~ U(0, 1) of shape (n,) + θ.shape, and b = H(z(θ, u))."""
 
     u: jax.Array
     v: jax.Array
     samples: jax.Array
 
 
-def _relax_loss(control, theta, phi, draws, values, args):
+class _Relaxation(NamedTuple):
+    """What RELAX needs of a discrete family, for n stacked draws (each function maps over the leading axis).
+
+    Attributes:
+      perturbed: ``perturbed(θ, u) -> z``, the continuous noise variable, reparameterised through θ.
+      hard: ``hard(z) -> b``, the discrete sample H(z).
+      conditional: ``conditional(θ, b, v) -> z̃``, a draw of p(z | b, θ) from fresh uniforms v,
+        reparameterised through θ.
+      log_prob: ``log_prob(θ, b) -> (n,)``, log p(b|θ).
+    """
+
+    perturbed: Callable[[jax.Array, jax.Array], jax.Array]
+    hard: Callable[[jax.Array], jax.Array]
+    conditional: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+    log_prob: Callable[[jax.Array, jax.Array], jax.Array]
+
+
+_BERNOULLI_RELAXATION = _Relaxation(
+    perturbed=lambda theta, u: theta + _logit(u),
+    hard=lambda z: (z > 0).astype(z.dtype),
+    conditional=_conditional_logistic,
+    log_prob=_bernoulli_log_prob,
+)
+
+
+def _relax_loss(control, theta, phi, draws, values, args, relaxation):
     """mean over draws of (f - c(z̃')) ⊡(log p(b|θ)) + c(z̃') + [c(z) - c(z')] - [c(z̃) - c(z̃')].
 
     ' evaluates c at stop_gradient(z): the value is mean f, the θ-derivative
     ĝ, and the args-derivatives of the c terms cancel, leaving mean ∇_args f.
     """
-    z = theta + _logit(draws.u)
-    z_cond = _conditional_logistic(theta, draws.samples, draws.v)
+    z = relaxation.perturbed(theta, draws.u)
+    z_cond = relaxation.conditional(theta, draws.samples, draws.v)
     c_cond = control(phi, sg(z_cond), args)
-    per_draw = ((values - c_cond) * magic_box(_bernoulli_log_prob(theta, draws.samples)) + c_cond
+    per_draw = ((values - c_cond) * magic_box(relaxation.log_prob(theta, draws.samples)) + c_cond
                 + control(phi, z, args) - control(phi, sg(z), args)
                 - control(phi, z_cond, args) + c_cond)
     return jnp.mean(per_draw)
 
 
-def _cv_loss(phi, control, theta, draws, values, args):
+def _cv_loss(phi, control, theta, draws, values, args, relaxation):
     """Σ_d ĝ_d², ĝ = ∇_θ of :func:`_relax_loss`, a differentiable function of φ."""
-    return jnp.sum(jax.grad(_relax_loss, argnums=1)(control, theta, phi, draws, values, args) ** 2)
+    return jnp.sum(jax.grad(_relax_loss, argnums=1)(control, theta, phi, draws, values, args, relaxation) ** 2)
 
 
 def _cv_step(optimizer, state: RelaxState, cv_grads) -> RelaxState:
@@ -327,33 +352,44 @@ def relax(
       Grathwohl, Choi, Wu, Roeder and Duvenaud, "Backpropagation through the
       Void: Optimizing control variates for black-box gradient estimation", 2018.
     """
-    n = _checks.num_samples(num_samples, minimum=1, caller="relax")
+    return _relax_with(_BERNOULLI_RELAXATION, f, control_variate, cv_params, num_samples=num_samples,
+                       optimizer=optimizer, caller="relax")
+
+
+def _relax_with(relaxation: _Relaxation, f: Callable[..., jax.Array], control_variate: Callable[..., jax.Array],
+                cv_params: CVParams, *, num_samples: int, optimizer: optax.GradientTransformation | None,
+                caller: str, check_logits: Callable[[Any, str], jax.Array] = _logits) -> Estimator:
+    """RELAX for any discrete family given as a :class:`_Relaxation` (:func:`relax` is the Bernoulli one).
+
+    ``check_logits(params, caller)`` validates the params and returns the logits.
+    """
+    n = _checks.num_samples(num_samples, minimum=1, caller=caller)
     if not callable(control_variate):
-        raise TypeError(f"relax: `control_variate` must be callable, got {type(control_variate).__name__}")
+        raise TypeError(f"{caller}: `control_variate` must be callable, got {type(control_variate).__name__}")
     if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
-            f"relax: `optimizer` must be an optax.GradientTransformation or None, got {type(optimizer).__name__}")
+            f"{caller}: `optimizer` must be an optax.GradientTransformation or None, got {type(optimizer).__name__}")
 
     def init(params):
-        _logits(params, "relax")
+        check_logits(params, caller)
         return RelaxState(cv_params, () if optimizer is None else optimizer.init(cv_params))
 
     def control(phi, zs, args):
-        return _checks.per_sample(lambda z: control_variate(phi, z, *args), zs, n, caller="relax",
+        return _checks.per_sample(lambda z: control_variate(phi, z, *args), zs, n, caller=caller,
                                   name="control_variate")
 
     def loss(params, state, key, *args):
-        logits = _logits(params, "relax")
+        logits = check_logits(params, caller)
         u, v = _uniform(key, (2, n) + logits.shape, logits.dtype)
-        draws = _Draws(u, v, sg((logits + _logit(u) > 0).astype(logits.dtype)))
-        values = _checks.per_sample(lambda b: f(b, *args), draws.samples, n, caller="relax", name="f")
-        value = _relax_loss(control, logits, state.cv_params, draws, values, args)
+        draws = _Draws(u, v, sg(relaxation.hard(relaxation.perturbed(logits, u))))
+        values = _checks.per_sample(lambda b: f(b, *args), draws.samples, n, caller=caller, name="f")
+        value = _relax_loss(control, logits, state.cv_params, draws, values, args, relaxation)
         cv_loss, cv_grads = jax.value_and_grad(_cv_loss)(state.cv_params, control, sg(logits), draws, sg(values),
-                                                         sg(args))
+                                                         sg(args), relaxation)
         aux = {"f": sg(values), "samples": draws.samples, "cv_loss": cv_loss, "cv_grads": cv_grads}
         return value, (_cv_step(optimizer, state, cv_grads), aux)
 
-    return from_loss(init, loss, caller="relax")
+    return from_loss(init, loss, caller=caller)
 
 
 def rebar(
