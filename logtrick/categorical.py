@@ -4,7 +4,7 @@ Two kinds, by what f sees:
 
 - **Unbiased, f a black box** in the classes: ``f(x, *args)`` with x an
   int32 array of shape batch. :func:`unordered_set`, :func:`indecater`,
-  :func:`relax` and :func:`sum_and_sample` (one variable); the leave-one-out
+  :func:`relax`, :func:`arsm` and :func:`sum_and_sample` (one variable); the leave-one-out
   score function ``lt.score_function(f, lt.families.categorical(), ...,
   baseline=lt.baselines.leave_one_out())`` is their reference.
 - **Relaxed, biased**: ``f(y, *args)`` with y float of shape batch + (K,), a
@@ -403,6 +403,75 @@ def indecater(f: Callable[..., jax.Array], *, num_samples: int) -> Estimator:
         probs = jax.nn.softmax(logits)
         value = jnp.mean(at_samples) + jnp.sum(jnp.mean(sg(values), axis=0) * (probs - sg(probs)))
         return value, (state, {"f": sg(at_samples), "f_swapped": sg(values)})
+
+    return from_loss(_stateless(caller), loss, caller=caller, guarded=("f", "f_swapped"))
+
+
+def arsm(f: Callable[..., jax.Array], *, num_samples: int) -> Estimator:
+    """ARSM (augment-REINFORCE-swap-merge): a coupled estimator from Dirichlet noise and its swaps.
+
+    x_d = argmin_k (log ϖ_dk - θ_dk) with ϖ_d ~ Dirichlet(1_K) is categorical(softmax θ_d).
+    Swapping entries c and j of ϖ_d gives x_d^{c⇌j}, the others unchanged; with
+    F_d(c, j) = f(x with x_d := x_d^{c⇌j}) and F̄_d(j) = (1/K) Σ_c F_d(c, j),
+
+        ĝ_dc = (1/K) Σ_j [F_d(c, j) - F̄_d(j)] (1 - K ϖ_dj),
+
+    unbiased (each reference j gives an unbiased estimate; ARSM merges them).
+    Costs 1 + D·K(K-1)/2 f evaluations per sample (every distinct swap of
+    every variable; the identity swap is the sample itself), many of them
+    repeats of the sample when ϖ_d is far from a tie. The loss is
+    (1/N) Σ_i f(x^i, *args) + ⟨sg(ĝ), θ - sg θ⟩; first order only.
+
+    Args:
+      f: ``f(x, *args) -> scalar`` for x int32 of the logits' batch shape (a
+        black box in x); differentiated in ``args``.
+      num_samples: N ≥ 1 Dirichlet draws.
+
+    Returns:
+      An :class:`logtrick.Estimator` on logits of shape batch + (K,); state
+      ``()``; ``aux``: ``"f"``, shape (N,); ``"f_swapped"``, shape
+      (N, D, K(K-1)/2). Both guarded.
+
+    Example::
+
+        table = jnp.arange(25.0).reshape(5, 5) ** 0.5
+        est = lt.categorical.arsm(lambda x: table[x[0], x[1]], num_samples=1)   # 1 + 2·10 = 21 f evaluations
+        grads, _, aux = jax.jit(est.estimate)(jnp.zeros((2, 5)), (), jax.random.key(0))
+
+    References:
+      Yin, Yue and Zhou, "ARSM: Augment-REINFORCE-Swap-Merge Estimator for
+      Gradient Backpropagation Through Categorical Variables", 2019.
+    """
+    caller = "arsm"
+    n = _checks.num_samples(num_samples, minimum=1, caller=caller)
+
+    def loss(params, state, key, *args):
+        logits = _class_logits(params, caller)
+        batch, num_classes = logits.shape[:-1], logits.shape[-1]
+        num_vars = math.prod(batch)
+        first, second = np.triu_indices(num_classes, 1)
+        swaps = np.tile(np.arange(num_classes), (first.size, 1))  # (P, K): the permutation of each swap
+        swaps[np.arange(first.size), first], swaps[np.arange(first.size), second] = second, first
+        pair = np.full((num_classes, num_classes), -1)
+        pair[first, second] = pair[second, first] = np.arange(first.size)
+
+        theta = sg(logits).reshape(num_vars, num_classes)
+        noise = jax.random.exponential(key, (n, num_vars, num_classes), logits.dtype)
+        dirichlet = noise / jnp.sum(noise, axis=-1, keepdims=True)  # ϖ, (n, D, K)
+        log_w = jnp.log(dirichlet)
+        xs = jnp.argmin(log_w - theta, axis=-1).astype(jnp.int32)  # (n, D)
+        swapped = jnp.argmin(log_w[:, :, swaps] - theta[:, None, :], axis=-1).astype(jnp.int32)  # (n, D, P)
+        configs = jax.vmap(_replace_each)(xs, swapped)  # (n, D, P, D)
+        f_args = lambda x: f(x.reshape(batch), *args)  # noqa: E731
+        values = _checks.per_sample(f_args, xs, n, caller=caller, name="f")
+        count = n * num_vars * first.size
+        f_swapped = sg(_checks.per_sample(f_args, configs.reshape(count, num_vars), count, caller=caller,
+                                          name="f").reshape(n, num_vars, first.size))
+        table = jnp.where(pair >= 0, f_swapped[..., np.maximum(pair, 0)], sg(values)[:, None, None, None])
+        centred = table - jnp.mean(table, axis=-2, keepdims=True)  # F(c, j) - F̄(j), (n, D, K_c, K_j)
+        grad = jnp.mean(jnp.sum(centred * (1 - num_classes * dirichlet[:, :, None, :]), axis=-1), axis=0)
+        value = jnp.mean(values) + jnp.sum(sg(grad).reshape(logits.shape) / num_classes * (logits - sg(logits)))
+        return value, (state, {"f": sg(values), "f_swapped": f_swapped})
 
     return from_loss(_stateless(caller), loss, caller=caller, guarded=("f", "f_swapped"))
 

@@ -126,6 +126,7 @@ ALL = {
     "sum_and_sample": (lt.sum_and_sample(ANY_F, num_summed=1, num_samples=4), LOGITS),
     "unordered_set": (lt.categorical.unordered_set(ANY_F, num_samples=3), LOGITS),
     "indecater": (lt.categorical.indecater(ANY_F, num_samples=1), LOGITS),
+    "arsm": (lt.categorical.arsm(ANY_F, num_samples=1), LOGITS),
     "categorical.relax": (lt.categorical.relax(ANY_F, lambda phi, z, *a: jnp.sum(z), (), num_samples=2), LOGITS),
     "reinmax": (lt.categorical.reinmax(ANY_F, num_samples=2), LOGITS),
     "exact.estimator": (lt.exact.estimator(ANY_F, CATEGORICAL, lt.exact.categorical_support(4)), LOGITS),
