@@ -6,9 +6,12 @@ trajectory (:func:`dice_objective`) for unbiased derivatives of every order;
 the caller ``vmap``s over trajectories. :mod:`tabular` samples episodes of
 finite MDPs, offers REINFORCE as an estimator, and pairs every sampled
 derivative with its exact counterpart by dynamic programming.
+:mod:`sequence` holds the sequence-level losses of language-model-style
+policies (RLOO, GRPO, Dr. GRPO, REINFORCE++, PPO-clip, KL penalties) and an
+exact oracle for policies small enough to enumerate.
 """
 
-from logtrick.rl import tabular
+from logtrick.rl import sequence, tabular
 from logtrick.rl.losses import dice_objective, entropy_loss, policy_gradient_loss, value_loss
 from logtrick.rl.returns import (
     advantages,
@@ -33,6 +36,7 @@ __all__ = [
     "leave_one_out_advantages",
     "policy_gradient_loss",
     "reward_to_go",
+    "sequence",
     "tabular",
     "value_loss",
 ]
