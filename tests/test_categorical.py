@@ -155,8 +155,9 @@ def draw_gradients(ests, num_estimates, seed=1):
 
 def test_unbiased_categorical_estimators_against_enumeration():
     """Statistical: 10000 estimates each of the unordered set estimator (k = 2 and 6 distinct configurations),
-    IndeCateR (1 sample, 15 f evaluations), ARSM (1 sample, 31), categorical RELAX with a non-trivial control variate and leave-one-out
-    REINFORCE (4 samples) are centred on the exact gradient in the logits and in w (one Bonferroni test over all)."""
+    IndeCateR (1 sample, 15 f evaluations), ARSM (1 sample, 31), categorical RELAX with a non-trivial control
+    variate and leave-one-out REINFORCE (4 samples) are centred on the exact gradient in the logits and in w (one
+    Bonferroni test over all)."""
     cv = lambda phi, z, w: jnp.sum(phi * jax.nn.softmax(z)) * w  # noqa: E731
     ests = {"unordered_set k=2": lt.categorical.unordered_set(coupled, num_samples=2),
             "unordered_set k=6": lt.categorical.unordered_set(coupled, num_samples=6),

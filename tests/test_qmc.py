@@ -48,7 +48,8 @@ def test_each_point_is_uniform_and_offsets_continue_the_net():
     the points of one randomisation made in two pieces (static and traced offsets) are those made at once."""
     points = jit(jax.vmap(lambda k: lt.qmc.sobol(k, 128, 6)[jnp.array([0, 5, 100])]))(
         jax.random.split(jax.random.key(0), 2000))
-    lt.testing.assert_unbiased({"u": points, "u2": points**2}, {"u": jnp.full((3, 6), 0.5), "u2": jnp.full((3, 6), 1 / 3)})
+    lt.testing.assert_unbiased({"u": points, "u2": points**2},
+                               {"u": jnp.full((3, 6), 0.5), "u2": jnp.full((3, 6), 1 / 3)})
     key = jax.random.key(1)
     whole = lt.qmc.sobol(key, 24, 3)
     np.testing.assert_array_equal(lt.qmc.sobol(key, 8, 3, offset=16), whole[16:])

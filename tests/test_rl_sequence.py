@@ -65,7 +65,8 @@ def test_advantages():
                                rtol=1e-6)
     np.testing.assert_allclose(sq.reinforce_pp_advantages(rewards, eps=0.0),
                                (rewards - rewards.mean()) / rewards.std(), rtol=1e-6)
-    np.testing.assert_allclose(sq.baseline_advantages(rewards, jnp.array([1.0, 2.0])), rewards - jnp.array([[1.0], [2.0]]))
+    np.testing.assert_allclose(sq.baseline_advantages(rewards, jnp.array([1.0, 2.0])),
+                               rewards - jnp.array([[1.0], [2.0]]))
     with pytest.raises(ValueError, match=r"baseline_advantages: `baseline` must have shape \(B,\)"):
         sq.baseline_advantages(rewards, jnp.ones(3))
     with pytest.raises(ValueError, match="rloo_advantages: needs groups of at least 2"):
