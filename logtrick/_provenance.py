@@ -37,7 +37,7 @@ INLINED = frozenset({"jit", "pjit", "closed_call", "core_call", "checkpoint", "r
 CUSTOM = frozenset({"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"})
 
 
-def sub_jaxpr(eqn: core.JaxprEqn, *, custom: bool = True) -> tuple[core.Jaxpr, list] | None:
+def sub_jaxpr(eqn: core.JaxprEqn, *, custom: bool = True) -> tuple[Any, list] | None:
     """The (jaxpr, consts) a call-like equation runs on its operands, else None.
 
     With ``custom``, also the primal function of a ``custom_jvp``/``custom_vjp``
@@ -63,7 +63,7 @@ def whole(p: Prov, num_units: int) -> np.ndarray:
     """The units any element of ``p`` depends on, shape (U,)."""
     if p is None:
         return np.zeros(num_units, bool)
-    return p.reshape(math.prod(p.shape[:-1]), p.shape[-1]).any(axis=0)
+    return np.asarray(p.reshape(math.prod(p.shape[:-1]), p.shape[-1]).any(axis=0))
 
 
 def union(ps: list[Prov]) -> Prov:
@@ -193,7 +193,7 @@ def _index(p: np.ndarray, t: int) -> np.ndarray:
 def _rule(eqn: core.JaxprEqn, ins: list[Prov], num_units: int) -> list[Prov]:
     """Output provenance of one primitive without sites inside."""
     name, params = eqn.primitive.name, eqn.params
-    outs = [v.aval for v in eqn.outvars]
+    outs: list[Any] = [v.aval for v in eqn.outvars]
     if all(p is None for p in ins):
         return [None] * len(outs)
     shapes = [getattr(v.aval, "shape", ()) for v in eqn.invars]
@@ -226,13 +226,13 @@ def _rule(eqn: core.JaxprEqn, ins: list[Prov], num_units: int) -> list[Prov]:
     if name == "concatenate":
         return [np.concatenate([full(q, s, num_units) for q, s in zip(ins, shapes)], axis=params["dimension"])]
     if name in REDUCTIONS:
-        return [full(p, shape, num_units).any(axis=tuple(params["axes"]))]
+        return [np.asarray(full(p, shape, num_units).any(axis=tuple(params["axes"])))]
     if name in ("cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"):
         return [np.broadcast_to(full(p, shape, num_units).any(axis=params["axis"], keepdims=True),
                                 shape + (num_units,))]
     if name == "dot_general":
         return [_dot_general(ins, shapes, params, outs[0].shape, num_units)]
-    mixed = union([whole(q, num_units) for q in ins])
+    mixed = functools.reduce(np.logical_or, [whole(q, num_units) for q in ins])
     return [np.broadcast_to(mixed, getattr(a, "shape", ()) + (num_units,)) for a in outs]
 
 

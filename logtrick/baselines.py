@@ -94,7 +94,7 @@ class MovingAverageState(NamedTuple):
     """State of :func:`moving_average`: the biased average and the step count."""
 
     average: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, a name callers use
 
 
 def moving_average(decay: float) -> Baseline:

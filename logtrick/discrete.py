@@ -67,7 +67,7 @@ def _logits(params: Any, caller: str) -> jax.Array:
             f"{caller}: `params` must be a single floating-point array of logits, got {type(params).__name__}")
     if not jnp.issubdtype(params.dtype, jnp.floating):
         raise TypeError(f"{caller}: `params` (logits) must have a floating dtype, got {params.dtype}")
-    return params
+    return jnp.asarray(params)
 
 
 def _even_num_samples(num_samples: Any, caller: str) -> int:

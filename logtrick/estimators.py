@@ -287,7 +287,8 @@ def pathwise(
         if sampler == "rqmc":
             raise ValueError(f"{caller}: sampler='rqmc' transforms uniforms, so `rsample` must be a Family with "
                              "`inverse_cdf` (e.g. lt.families.normal()), not a sampling function")
-        draw = _drawer(Family(rsample, log_prob=None), layout, False, caller, sample_source="rsample")
+        draw = _drawer(Family(rsample, log_prob=None), layout, False, caller,  # type: ignore[arg-type]
+                       sample_source="rsample")  # only the sampler is used
     else:
         draw = _drawer(rsample, layout, False, caller)
     n, c = layout.num_samples, layout.chunk
@@ -477,9 +478,10 @@ def _optimal_coefficients(values: jax.Array, squared_scores: Any, state: Optimal
         c = jnp.where(ok, num / jnp.where(ok, den, 1.0), loo.reshape(f.shape).astype(s2.dtype))
         return c, decay * (numerator + jnp.sum(f * s2, axis=0)), decay * (denominator + jnp.sum(s2, axis=0))
 
-    treedef = jax.tree_util.tree_structure(squared_scores)
-    out = treedef.flatten_up_to(jax.tree_util.tree_map(per_leaf, squared_scores, state.numerator, state.denominator))
-    c, numerator, denominator = (treedef.unflatten(leaves) for leaves in zip(*out))
+    leaves, treedef = jax.tree_util.tree_flatten(squared_scores)
+    out = [per_leaf(*leaf) for leaf in zip(leaves, jax.tree_util.tree_leaves(state.numerator),
+                                           jax.tree_util.tree_leaves(state.denominator))]
+    c, numerator, denominator = (jax.tree_util.tree_unflatten(treedef, list(part)) for part in zip(*out))
     return c, OptimalState(numerator, denominator)
 
 

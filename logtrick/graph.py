@@ -156,8 +156,8 @@ def _found_sites(jaxpr: core.Jaxpr, context: str = "top") -> list[_Site]:
         elif (inner := _provenance.sub_jaxpr(eqn, custom=False)) is not None:
             found += _found_sites(inner[0], context)
         else:
-            for inner in core.jaxprs_in_params(eqn.params):
-                found += _found_sites(getattr(inner, "jaxpr", inner), eqn.primitive.name)
+            for sub in core.jaxprs_in_params(eqn.params):
+                found += _found_sites(getattr(sub, "jaxpr", sub), eqn.primitive.name)
     return found
 
 
@@ -236,8 +236,9 @@ def _credit(jaxpr: core.Jaxpr, num_inputs: int) -> _Credit:
     analysis = _provenance.Analysis(_is_site, site_rule, lambda eqn: _record(eqn).num_units)
     num_units = analysis.units(jaxpr)
     outs = analysis.run(jaxpr, [None] * num_inputs, num_units, 0)
-    matrix = np.concatenate([_provenance.full(p, v.aval.shape, num_units).reshape(math.prod(v.aval.shape), num_units)
-                             for p, v in zip(outs, jaxpr.outvars)]).astype(np.float32)
+    shapes = [getattr(v.aval, "shape") for v in jaxpr.outvars]
+    matrix = np.concatenate([_provenance.full(p, s, num_units).reshape(math.prod(s), num_units)
+                             for p, s in zip(outs, shapes)]).astype(np.float32)
     upstream_mask = _provenance.union(upstream) if upstream else None
     return _Credit(matrix, _unit_names(jaxpr),
                    np.zeros(num_units, bool) if upstream_mask is None else upstream_mask)

@@ -85,7 +85,8 @@ def _auto_axes(sharding: jax.sharding.Sharding) -> jax.sharding.Sharding:
     identically without that.
     """
     mesh = getattr(sharding, "mesh", None)
-    if not isinstance(mesh, jax.sharding.Mesh) or all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types):
+    if (not isinstance(sharding, jax.sharding.NamedSharding) or not isinstance(mesh, jax.sharding.Mesh)
+            or all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)):
         return sharding
     auto = jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=(jax.sharding.AxisType.Auto,) * mesh.devices.ndim)
     return jax.sharding.NamedSharding(auto, sharding.spec)

@@ -99,7 +99,7 @@ class UnbiasedReport(NamedTuple):
 def _flat_pairs(estimates: Any, expected: Any, caller: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     exp_leaves, exp_tree = jax.tree_util.tree_flatten_with_path(expected)
     est_leaves, est_tree = jax.tree_util.tree_flatten(estimates)
-    if est_tree != jax.tree_util.tree_structure(expected):
+    if est_tree != jax.tree_util.tree_structure(expected):  # type: ignore[operator]
         raise ValueError(
             f"{caller}: `estimates` and `expected` have different pytree structures: {est_tree} vs {exp_tree}")
     pairs = []
