@@ -360,9 +360,11 @@ def indecater(f: Callable[..., jax.Array], *, num_samples: int) -> Estimator:
     unbiased, and with no baseline to choose (Σ_k ∇π_dk = 0 makes it
     invariant to one). Costs D·K f evaluations per sample (D variables): at
     a matched budget, compare with leave-one-out REINFORCE on N·D·K samples.
-    The loss is (1/N) Σ_i f(x^i, *args) + Σ_{d,k} sg(f̄_dk) (π_dk - sg π_dk),
-    f̄_dk the sample mean of f(x^i with x_d := k); its args gradient is the
-    pathwise mean of ∇_args f(x^i); first order only.
+    With f̄_dk the sample mean of f(x^i with x_d := k), the loss is
+    (1/D) Σ_{d,k} sg(π_dk) f̄_dk(*args) + Σ_{d,k} sg(f̄_dk) (π_dk - sg π_dk):
+    its value estimates E[f] and its args gradient E[∇_args f] from all D·K
+    evaluations of each sample (each variable summed out in turn), not from
+    f(x^i) alone; its logits gradient is ĝ; first order only.
 
     Args:
       f: ``f(x, *args) -> scalar`` for x int32 of the logits' batch shape (a
@@ -401,7 +403,8 @@ def indecater(f: Callable[..., jax.Array], *, num_samples: int) -> Estimator:
         first = values.reshape(n, num_vars, num_classes)[:, 0]  # x with x_0 := k: f(x) at k = x_0
         at_samples = jnp.take_along_axis(first, xs.reshape(n, num_vars)[:, :1], axis=-1)[:, 0]
         probs = jax.nn.softmax(logits)
-        value = jnp.mean(at_samples) + jnp.sum(jnp.mean(sg(values), axis=0) * (probs - sg(probs)))
+        summed = jnp.sum(sg(probs) * jnp.mean(values, axis=0)) / num_vars  # E[f], every evaluation used
+        value = summed + jnp.sum(jnp.mean(sg(values), axis=0) * (probs - sg(probs)))
         return value, (state, {"f": sg(at_samples), "f_swapped": sg(values)})
 
     return from_loss(_stateless(caller), loss, caller=caller, guarded=("f", "f_swapped"))
