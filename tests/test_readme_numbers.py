@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pytest
 
-from experiments import calibration, discrete_vae, exact_check, qmc, sbn_vae
+from experiments import calibration, categorical_vae, discrete_vae, exact_check, qmc, sbn_vae
 
 ROOT = pathlib.Path(__file__).parents[1]
 NUMBER = r"[−-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?"
@@ -234,13 +234,15 @@ def discrete_vae_benchmark(readme: str) -> list[Figure]:
                       for i, end, value in ((1, "low", min(fixed)), (2, "high", max(fixed)))]
 
 
-def rows_of(label: str, readme: str, lines: list[str], key_cells: int) -> list[Figure]:
-    """Each of ``lines`` (markdown table rows) found in the README by its first ``key_cells`` cells and equal
-    to it there."""
+def rows_of(label: str, readme: str, lines: list[str], key_cells: int, heading: str | None = None) -> list[Figure]:
+    """Each of ``lines`` (markdown table rows) found in the README (in section ``heading``, if given) by its
+    first ``key_cells`` cells and equal to it there."""
+    start = section(readme, heading)[0] if heading else 0
     figures = []
     for line in lines:
         key = "|".join(line.split("|")[:key_cells + 1])
-        match = search(rf"(?m)^{re.escape(key)}\|.*$", readme, f"{label} row {key}")
+        match = re.compile(rf"(?m)^{re.escape(key)}\|.*$").search(readme, start)
+        assert match, f"{label} row {key}: not found"
         figures.append(Figure(f"{label} row {key}", match.span(), match.group(), line, match.group() == line))
     return figures
 
@@ -248,6 +250,12 @@ def rows_of(label: str, readme: str, lines: list[str], key_cells: int) -> list[F
 def discrete_vae_table(readme: str) -> list[Figure]:
     """Every row of the VAE results table is ``experiments.discrete_vae.format_table`` of its JSON."""
     return rows_of("discrete VAE", readme, discrete_vae.format_table(results_json("discrete_vae")).splitlines()[2:], 2)
+
+
+def categorical_vae_table(readme: str) -> list[Figure]:
+    """Every row of the categorical VAE table is ``experiments.categorical_vae.format_table`` of its JSON."""
+    lines = categorical_vae.format_table(results_json("categorical_vae")).splitlines()[2:]
+    return rows_of("categorical VAE", readme, lines, 2, heading="### A categorical VAE")
 
 
 def sbn_vae_table(readme: str) -> list[Figure]:
@@ -340,7 +348,7 @@ def ipd_lola(readme: str) -> list[Figure]:
 
 CHECKS: dict[str, Callable[[str], list[Figure]]] = {fn.__name__: fn for fn in (
     cartpole, score_function_benchmark, scaling_benchmark, composition_benchmarks, discrete_vae_benchmark,
-    discrete_vae_table, sbn_vae_table, qmc_table, calibration_table, rebar_toy, rebar_toy_highdim, exact_check_block,
+    discrete_vae_table, categorical_vae_table, sbn_vae_table, qmc_table, calibration_table, rebar_toy, rebar_toy_highdim, exact_check_block,
     ipd_lola)}
 
 
