@@ -73,5 +73,5 @@ def main(
     save_json(results, args.out, name)
     for suffix, plot in plots.items():
         plot(results, args.out / f"{name}{suffix}.png")
-    print(f"study took {results['wall_seconds']:.1f} s; wrote {args.out / name}.json and "
-          + ", ".join(f"{name}{suffix}.png" for suffix in plots))
+    written = [f"{args.out / name}.json"] + [f"{name}{suffix}.png" for suffix in plots]
+    print(f"study took {results['wall_seconds']:.1f} s; wrote {', '.join(written)}")

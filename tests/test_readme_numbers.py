@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pytest
 
-from experiments import calibration, categorical_vae, discrete_vae, exact_check, qmc, sbn_vae
+from experiments import calibration, categorical_vae, discrete_vae, exact_check, kl_truth_table, qmc, sbn_vae
 
 ROOT = pathlib.Path(__file__).parents[1]
 NUMBER = r"[−-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?"
@@ -258,6 +258,13 @@ def categorical_vae_table(readme: str) -> list[Figure]:
     return rows_of("categorical VAE", readme, lines, 2, heading="### A categorical VAE")
 
 
+def kl_truth_table_rows(readme: str) -> list[Figure]:
+    """Every row of the KL truth table is ``experiments.kl_truth_table.format_table`` of its JSON."""
+    lines = [line for line in kl_truth_table.format_table(results_json("kl_truth_table")).splitlines()
+             if line.startswith("| ") and not line.startswith(("| configuration", "| ---"))]
+    return rows_of("KL truth table", readme, lines, 2, heading="### Which gradient each sequence-level RL loss")
+
+
 def sbn_vae_table(readme: str) -> list[Figure]:
     """Every row of the two-layer VAE table is ``experiments.sbn_vae.format_table`` of its JSON."""
     return rows_of("two-layer VAE", readme, sbn_vae.format_table(results_json("sbn_vae")).splitlines()[4:], 1)
@@ -348,7 +355,7 @@ def ipd_lola(readme: str) -> list[Figure]:
 
 CHECKS: dict[str, Callable[[str], list[Figure]]] = {fn.__name__: fn for fn in (
     cartpole, score_function_benchmark, scaling_benchmark, composition_benchmarks, discrete_vae_benchmark,
-    discrete_vae_table, categorical_vae_table, sbn_vae_table, qmc_table, calibration_table, rebar_toy, rebar_toy_highdim, exact_check_block,
+    discrete_vae_table, categorical_vae_table, kl_truth_table_rows, sbn_vae_table, qmc_table, calibration_table, rebar_toy, rebar_toy_highdim, exact_check_block,
     ipd_lola)}
 
 

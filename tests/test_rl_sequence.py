@@ -122,9 +122,8 @@ def loss_of(name, params, key):
         return T * sq.policy_loss(lp, adv, mask)
     estimator, level = name.split(" ")[0], "sequence" if "sequence" in name else "token"
     ratio = "differentiable" if "differentiable" in name else "detached"
-    scale = T if level == "token" else 1
-    return pg + BETA * scale * sq.kl_loss(lp, ref, mask, estimator=estimator.replace("ρ·", ""), level=level,
-                                          old_log_prob_t=old_arg, ratio=ratio)
+    return pg + BETA * T * sq.kl_loss(lp, ref, mask, estimator=estimator.replace("ρ·", ""), level=level,
+                                      old_log_prob_t=old_arg, ratio=ratio)
 
 
 # configuration: the exact objective its gradient is unbiased for

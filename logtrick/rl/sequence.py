@@ -19,11 +19,12 @@ stop-gradient penalty folded into the rewards or per-token advantages) or
 ``β · kl_loss(...)`` (differentiated). On policy, one step, the expected
 gradients are (Schulman 2020; Tang and Munos 2025):
 
-    k1 as a loss           0 (E ∇ log π = 0)
-    k2 as a loss           ∇ KL(π_θ‖π_ref) at sequence level; part of it at token level
-    k3 as a loss           ∇ KL(π_ref‖π_θ), the forward KL
-    k1 in the reward       ∇ KL(π_θ‖π_ref)
-    ρ k3, ρ = π_θ/π_old differentiable   ∇ KL(π_θ‖π_ref), on and off policy (detached ρ: not)
+    k1 as a loss                    0 (E ∇ log π = 0)
+    k2 as a loss                    ∇ KL(π_θ‖π_ref) at sequence level; per token, a per-token KL only
+    k3 as a loss                    ∇ KL(π_ref‖π_θ), the forward KL (per token: a per-token forward KL)
+    k1 in the reward                ∇ KL(π_θ‖π_ref), at sequence or token level (reward to go)
+    ρ·k3, ρ = π_θ/π_old             ∇ KL(π_θ‖π_ref) at sequence level with ρ differentiable, on and off
+                                    policy; with ρ detached, the forward KL; per token, a per-token KL only
 
 :func:`exact_objective` over :func:`enumerate_responses` gives J itself for
 policies small enough to list, so ``jax.grad`` of it is the reference the
@@ -312,16 +313,22 @@ def kl_loss(
     """The KL penalty as a differentiated loss term (multiply by β and add to the policy loss).
 
     ``level="token"``: per-token k_t(θ) aggregated with ``aggregation``;
-    ``level="sequence"``: k of the sequence log-ratio Σ_t mask_t (log π_ref -
-    log π_θ), averaged over responses. Off policy (``old_log_prob_t`` given),
-    each term is weighted by the importance ratio ρ = π_θ / π_old, per token
-    (token level) or per sequence (sequence level), ``"detached"`` (under
-    stop-gradient) or ``"differentiable"``. On policy ρ = 1 in value; a
-    differentiable ρ still adds its gradient (that is what makes ρ·k3 the
-    reverse-KL gradient).
+    ``level="sequence"``: k_i of response i's log-ratio Σ_t mask_t (log π_ref -
+    log π_θ), spread as k_i / |o_i| over its tokens and aggregated the same
+    way, so that it keeps weight β against a :func:`policy_loss` of the same
+    aggregation (with ``"token_sum"``: (1/(B·G·T)) Σ_i k_i). Off policy
+    (``old_log_prob_t`` given), each term is weighted by the importance ratio
+    ρ = π_θ / π_old, per token (token level) or per response (sequence level),
+    ``"detached"`` (under stop-gradient) or ``"differentiable"``. On policy
+    ρ = 1 in value; a differentiable ρ still adds its gradient: at sequence
+    level that makes ρ·k3 the reverse-KL gradient, on and off policy; per
+    token, ρ_t·k3_t gives only the per-token KL gradient (each token's
+    context held fixed), like k2 per token.
 
     Args:
-      log_prob_t, ref_log_prob_t, mask_t: (B, G, T); ``log_prob_t`` differentiable.
+      log_prob_t: (B, G, T), differentiable.
+      ref_log_prob_t: (B, G, T) under the reference policy.
+      mask_t: (B, G, T).
       estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (:func:`kl_estimates`).
       level: ``"token"`` or ``"sequence"``.
       aggregation: for ``level="token"``, one of :data:`AGGREGATIONS`.
@@ -344,7 +351,8 @@ def kl_loss(
     weight = jnp.exp(jnp.sum(log_ratio_t, axis=-1))
     weight = sg(weight) if ratio == "detached" else weight
     k = kl_estimates(sequence_log_probs(log_prob_t, mask_t), sequence_log_probs(ref_log_prob_t, mask_t), estimator)
-    return jnp.mean(weight * k)
+    length = jnp.maximum(jnp.sum(mask_t, axis=-1, keepdims=True), 1.0)
+    return aggregate(jnp.broadcast_to((weight * k)[..., None] / length, mask_t.shape), mask_t, aggregation)
 
 
 # ---------------------------------------------------------------- the exact oracle
