@@ -14,7 +14,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pytest
 
-from experiments import calibration, categorical_vae, discrete_vae, exact_check, kl_truth_table, qmc, sbn_vae
+from experiments import (calibration, categorical_vae, discrete_vae, exact_check, kl_truth_table, qmc, sbn_vae,
+                         sequence_rl)
 
 ROOT = pathlib.Path(__file__).parents[1]
 NUMBER = r"[−-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?"
@@ -265,6 +266,12 @@ def kl_truth_table_rows(readme: str) -> list[Figure]:
     return rows_of("KL truth table", readme, lines, 2, heading="### Which gradient each sequence-level RL loss")
 
 
+def sequence_rl_table(readme: str) -> list[Figure]:
+    """Every row of the transformer RL table is ``experiments.sequence_rl.format_table`` of its JSON."""
+    lines = sequence_rl.format_table(results_json("sequence_rl")).splitlines()[2:]
+    return rows_of("sequence RL", readme, lines, 1, heading="### A transformer trained from scratch")
+
+
 def sbn_vae_table(readme: str) -> list[Figure]:
     """Every row of the two-layer VAE table is ``experiments.sbn_vae.format_table`` of its JSON."""
     return rows_of("two-layer VAE", readme, sbn_vae.format_table(results_json("sbn_vae")).splitlines()[4:], 1)
@@ -355,7 +362,7 @@ def ipd_lola(readme: str) -> list[Figure]:
 
 CHECKS: dict[str, Callable[[str], list[Figure]]] = {fn.__name__: fn for fn in (
     cartpole, score_function_benchmark, scaling_benchmark, composition_benchmarks, discrete_vae_benchmark,
-    discrete_vae_table, categorical_vae_table, kl_truth_table_rows, sbn_vae_table, qmc_table, calibration_table, rebar_toy, rebar_toy_highdim, exact_check_block,
+    discrete_vae_table, categorical_vae_table, kl_truth_table_rows, sequence_rl_table, sbn_vae_table, qmc_table, calibration_table, rebar_toy, rebar_toy_highdim, exact_check_block,
     ipd_lola)}
 
 

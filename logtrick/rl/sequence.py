@@ -143,7 +143,12 @@ def rloo_advantages(rewards: ArrayLike) -> jax.Array:
 
 
 def grpo_advantages(rewards: ArrayLike, *, eps: float = 1e-6) -> jax.Array:
-    """A_i = (r_i - mean_j r_j) / (std_j r_j + eps) within each group (GRPO): biased (the std depends on r_i)."""
+    """A_i = (r_i - mean_j r_j) / (std_j r_j + eps) within each group (GRPO): biased (the std depends on r_i).
+
+    A KL penalty subtracted from the rewards before this normalisation is rescaled by each group's 1/std (in a
+    group of equal task rewards the advantages become the normalised penalty's noise); subtract
+    :func:`kl_in_reward`'s token-level penalty from the normalised advantages instead.
+    """
     rewards = jnp.asarray(rewards)
     _check_rewards(rewards, "grpo_advantages", minimum_group=2)
     centred = rewards - jnp.mean(rewards, axis=1, keepdims=True)
@@ -212,6 +217,7 @@ def policy_loss(
     old_log_prob_t: ArrayLike | None = None,
     clip_epsilon: float | None = None,
     aggregation: str = "token_sum",
+    max_length: int | None = None,
 ) -> jax.Array:
     """The (PPO-clipped) policy-gradient loss, aggregated over tokens.
 
@@ -230,6 +236,7 @@ def policy_loss(
       old_log_prob_t: (B, G, T) under the sampling policy, or None (on policy).
       clip_epsilon: ε > 0 for PPO's clipped surrogate, or None.
       aggregation: one of :data:`AGGREGATIONS` (see :func:`aggregate`).
+      max_length: ``"token_sum"``'s constant, the generation budget (default T).
 
     Returns:
       A scalar loss.
@@ -255,7 +262,7 @@ def policy_loss(
             raise ValueError(f"policy_loss: `clip_epsilon` must be > 0, got {clip_epsilon!r}")
         clipped = -jnp.clip(ratio, 1 - clip_epsilon, 1 + clip_epsilon) * sg(advantages)
         loss_t = jnp.maximum(loss_t, clipped)
-    return aggregate(loss_t, mask_t, aggregation)
+    return aggregate(loss_t, mask_t, aggregation, max_length=max_length)
 
 
 def kl_estimates(log_prob: ArrayLike, ref_log_prob: ArrayLike, estimator: str) -> jax.Array:
