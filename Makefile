@@ -2,13 +2,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test files run in parallel, one worker per core (pytest-xdist); compiled programs persist in .jax_cache/.
+WORKERS ?= auto
 
-.PHONY: install demo test experiments benchmark clean
+.PHONY: install demo test test-all typecheck docs experiments benchmark clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -c constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -17,15 +19,35 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m experiments.exact_check
 
-# The sharded tests need 4 devices: a dedicated session with 4 forced host CPU devices.
+# The main session in parallel, then the sharded tests, which need 4 devices: a session with 4 forced host CPU
+# devices. Each prints its slowest tests; the last line is the total time.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal --durations=15 && \
+	XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu \
+		$(BIN)/python -m pytest -q -n $(WORKERS) tests/test_sharding.py --durations=3 && \
+	echo "make test: $$(( $$(date +%s) - start )) s in all"
+
+# Everything, the slow tests too (the wheel in a clean environment, the property tests on many examples).
+test-all: $(STAMP) typecheck
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal -m "slow or not slow" --durations=15
 	XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q tests/test_sharding.py
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# The documentation site, offline: tutorials run and rendered, then mkdocs; open site/index.html.
+docs: $(STAMP)
+	$(BIN)/python docs/build.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 experiments: $(STAMP)
 	$(BIN)/python -m experiments.exact_check
 	$(BIN)/python -m experiments.gaussian_variance
 	$(BIN)/python -m experiments.qmc
+	$(BIN)/python -m experiments.categorical_vae
+	$(BIN)/python -m experiments.kl_truth_table
+	$(BIN)/python -m experiments.sequence_rl
 	$(BIN)/python -m experiments.tabular
 	$(BIN)/python -m experiments.ipd_hessian
 	$(BIN)/python -m experiments.sequence_policy
@@ -41,9 +63,11 @@ benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.scaling
 	$(BIN)/python -m benchmarks.cartpole
 	$(BIN)/python -m benchmarks.discrete_vae
+	$(BIN)/python -m benchmarks.categorical_vae
+	$(BIN)/python -m benchmarks.sequence_rl
 	$(BIN)/python -m benchmarks.plate
 	$(BIN)/python -m benchmarks.graph
 	$(BIN)/python -m benchmarks.policy_mlp
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .jax_cache site docs/generated

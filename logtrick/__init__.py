@@ -22,7 +22,7 @@ from logtrick.families import Family
 from logtrick.gaussian import delta_method
 from logtrick.graph import graph
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Baseline",

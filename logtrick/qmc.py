@@ -73,7 +73,7 @@ def _scrambled_directions(key: jax.Array, directions: np.ndarray) -> jax.Array:
 
 
 def sobol(key: jax.Array, num_points: int, dim: int, *, offset: int | jax.Array = 0,
-          dtype=jnp.float32) -> jax.Array:
+          dtype: jnp.dtype | type = jnp.float32) -> jax.Array:
     """Points ``offset, ..., offset + num_points - 1`` of a randomly scrambled Sobol sequence in (0, 1)^dim.
 
     The scramble (linear matrix scramble and digital shift) is drawn from
@@ -122,7 +122,7 @@ def _sobol(key: jax.Array, offset: jax.Array, *, num_points: int, dim: int, num_
     return _to_unit(points, dtype)
 
 
-def uniform(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+def uniform(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype | type = jnp.float32) -> jax.Array:
     """Independent uniforms on the grid of :func:`sobol`: strictly inside (0, 1).
 
     The Monte Carlo counterpart of :func:`sobol`, for samplers that apply an

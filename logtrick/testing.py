@@ -506,7 +506,8 @@ def accuracy(estimates: Any, expected: Any, *, significance: float = 1e-3, atol:
     Args:
       estimates: pytree; each leaf has leading axis M ≥ 30.
       expected: the exact value, a pytree like one estimate, not all zero.
-      significance, atol: as for :func:`check_unbiased`.
+      significance: as for :func:`check_unbiased`.
+      atol: as for :func:`check_unbiased`.
 
     Returns:
       An :class:`Accuracy` of Python floats (ready for JSON).

@@ -362,7 +362,11 @@ def policy_gradient(
       mdp: the :class:`MDP`.
       logits: policy logits, shape (S, A), float.
       key: a PRNG key.
-      horizon, gamma, num_episodes, reward_to_go, baseline: as for :func:`reinforce`.
+      horizon: as for :func:`reinforce`.
+      gamma: as for :func:`reinforce`.
+      num_episodes: as for :func:`reinforce`.
+      reward_to_go: as for :func:`reinforce`.
+      baseline: as for :func:`reinforce`.
 
     Returns:
       The estimate of ∇J, shape (S, A): an ascent direction.
