@@ -19,10 +19,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m experiments.exact_check
 
-# The main session in parallel, then the sharded tests, which need 4 devices: a session with 4 forced host CPU
-# devices. Each prints its slowest tests; the last line is the total time.
+# The type check, the main session in parallel, then the sharded tests, which need 4 devices: a session with 4
+# forced host CPU devices. Each session prints its slowest tests; the last line is the total time.
 test: $(STAMP)
 	@start=$$(date +%s); \
+	$(BIN)/mypy && \
 	$(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal --durations=15 && \
 	XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu \
 		$(BIN)/python -m pytest -q -n $(WORKERS) tests/test_sharding.py --durations=3 && \

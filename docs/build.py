@@ -44,12 +44,12 @@ def tutorial(name: str, quick: bool) -> str:
     figures = OUT / "tutorials"
     command = [sys.executable, str(script), "--out", str(figures)] + (["--quick"] if quick else [])
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    output = run.stdout.replace(str(ROOT) + "/", "")
     source = script.read_text()
     docstring = ast.get_docstring(ast.parse(source)) or ""
     title, _, body = docstring.partition("\n")
-    body = body.replace(f"python docs/tutorials/{name}.py", f"python docs/tutorials/{name}.py")
     return (f"# {title.removeprefix('Tutorial ').split(': ', 1)[-1]}\n\n{body.strip()}\n\n"
-            f"```python\n{source}\n```\n\nIts output:\n\n```text\n{run.stdout.strip()}\n```\n\n"
+            f"```python\n{source}\n```\n\nIts output:\n\n```text\n{output.strip()}\n```\n\n"
             f"![{name}]({name}.png)\n")
 
 
