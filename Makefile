@@ -19,20 +19,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m experiments.exact_check
 
-# The type check, the main session in parallel, then the sharded tests, which need 4 devices: a session with 4
-# forced host CPU devices. Each session prints its slowest tests; the last line is the total time.
+# The type check, then every test in parallel with 4 forced host CPU devices (the sharded tests need them; the
+# others run on the first). It prints the slowest tests; the last line is the total time.
+FOUR_DEVICES := XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu
 test: $(STAMP)
 	@start=$$(date +%s); \
 	$(BIN)/mypy && \
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal --durations=15 && \
-	XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu \
-		$(BIN)/python -m pytest -q -n $(WORKERS) tests/test_sharding.py --durations=3 && \
+	$(FOUR_DEVICES) $(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal --durations=15 && \
 	echo "make test: $$(( $$(date +%s) - start )) s in all"
 
 # Everything, the slow tests too (the wheel in a clean environment, the property tests on many examples).
 test-all: $(STAMP) typecheck
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal -m "slow or not slow" --durations=15
-	XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q tests/test_sharding.py
+	$(FOUR_DEVICES) $(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal -m "slow or not slow" --durations=15
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

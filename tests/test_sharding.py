@@ -1,8 +1,9 @@
 """Estimators with the sample axis sharded across 4 (forced host) devices.
 
-The tests marked `sharded` need 4 devices: `make test` runs this file in a
-dedicated session with XLA_FLAGS=--xla_force_host_platform_device_count=4
-(see the Makefile), so the rest of the suite keeps its single device.
+The tests marked `sharded` need 4 devices: `make test` runs the whole suite
+with XLA_FLAGS=--xla_force_host_platform_device_count=4 (see the Makefile);
+a plain `pytest` on one device skips them. Everything else runs on the first
+device either way.
 """
 
 import jax
@@ -14,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import logtrick as lt
 
 CPUS = jax.devices("cpu")
-sharded = pytest.mark.skipif(len(CPUS) < 4, reason="needs 4 devices; `make test` runs it in a 4-device session")
+sharded = pytest.mark.skipif(len(CPUS) < 4, reason="needs 4 devices; `make test` forces 4 host devices")
 N, D = 64, 3
 PARAMS = {"loc": jnp.array([0.5, -1.0, 2.0]), "log_scale": jnp.array([0.0, -0.5, 0.3])}
 W = jnp.array([1.0, -0.5, 2.0])
