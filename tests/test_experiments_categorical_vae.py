@@ -82,6 +82,7 @@ def test_exact_terms_match_enumeration(exact_checks):
     np.testing.assert_allclose(terms_grad, enumerated_grad, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tiny_run(result):
     """Finite curves and gradient statistics of shape (seeds, checkpoints), ELBO ≤ log p(x), the exact method's
     gradient equal to exact_terms' (relative bias ~0, no variance), evaluation counts K^D and M, one table row
@@ -108,6 +109,7 @@ def test_tiny_run(result):
     assert all(f"| linear | {cv.METHODS[m].label} |" in line for m, line in zip(CONFIG.methods, table[2:]))
 
 
+@pytest.mark.slow
 def test_exact_training_increases_the_elbo(result):
     """Four Adam steps on the exact gradient raise the exact ELBO of the training set, on every seed."""
     curves = np.asarray(result["runs"]["linear"]["methods"]["exact"]["train_elbo"])

@@ -214,6 +214,7 @@ def test_relax_control_variate_trains(draw, relax_start):
     lt.testing.assert_unbiased(after.grads["relax"], after.exact)
 
 
+@pytest.mark.slow
 def test_tiny_run():
     """An exact-gradient run of two vmapped seeds: finite curves, ELBO ≤ log p(x), a zero gradient variance beside
     a positive exact ‖∇‖², a table row."""

@@ -22,6 +22,7 @@ def test_closed_forms_are_the_expected_gradients(problem):
     lt.testing.assert_unbiased(estimates, jax.grad(problem.expectation)(params))
 
 
+@pytest.mark.slow
 def test_small_run_has_its_curves_and_a_table():
     """Every problem has a curve of the configured estimator, with an MSE per N and sampler, positive, and a
     finite slope; the table has one row per curve."""

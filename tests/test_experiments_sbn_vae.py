@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import logtrick as lt
 from experiments import sbn_vae
@@ -28,6 +29,7 @@ def test_exact_elbo_is_the_enumerated_graph():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_tiny_run_trains_and_reports():
     """A few steps of DisARM/leave-one-out training raise the exact ELBO, and the table reports the method with
     its variance and verdict."""

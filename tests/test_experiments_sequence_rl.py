@@ -121,6 +121,7 @@ def results():
         return sr.run(TINY)
 
 
+@pytest.mark.slow
 def test_tiny_run_is_jitted_vmapped_and_sensible(results):
     """One run × two seeds × two chunks: rewards and success in [0, 1], lengths in [1, T], KL ≥ 0 and finite."""
     assert list(results["runs"]) == list(TINY.runs) and results["steps"] == [2, 4]
@@ -134,6 +135,7 @@ def test_tiny_run_is_jitted_vmapped_and_sensible(results):
         assert r["train_seconds"] > 0 and r["compile_seconds"] > 0
 
 
+@pytest.mark.slow
 def test_table_has_one_row_per_run(results):
     lines = sr.format_table(results).splitlines()
     assert lines[0].startswith("| run | final reward | fully correct |") and lines[1].startswith("|---|")
