@@ -455,10 +455,6 @@ def gradient_accuracy(estimates: np.ndarray, exact: np.ndarray) -> dict[str, Any
             "threshold": acc.threshold, "verdict": acc.verdict}
 
 
-def _stack(trees: list[Any]) -> Any:
-    return jax.tree_util.tree_map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *trees)
-
-
 def _seedwise(draws: dict[str, jax.Array]) -> list[dict[str, Any]]:
     """:func:`gradient_accuracy` of each seed of seed-vmapped :func:`make_gradient_draws` output."""
     return [gradient_accuracy(e, g) for e, g in zip(np.asarray(draws["estimates"]), np.asarray(draws["exact"]))]
@@ -466,55 +462,23 @@ def _seedwise(draws: dict[str, jax.Array]) -> list[dict[str, Any]]:
 
 def train_run(config: Config, vae: VAE, method: str, data: dv.Data, params: Params, evaluate: Callable,
               keys: jax.Array, bar: tqdm) -> dict[str, Any]:
-    """One (model, method): all seeds vmapped, chunk by chunk; exact evaluation at every checkpoint.
+    """One (model, method) by :func:`experiments.discrete_vae.run_checkpoints`, the gradient draws as its probe.
 
-    ``params`` are the seeds' initial VAE parameters (shared by the methods),
-    ``evaluate`` the compiled, seed-vmapped :func:`make_evaluate`, ``keys``
-    (num_seeds,) the seeds' keys: chunk c trains on fold_in(fold_in(key, 1),
-    c), the gradient draws at step s use fold_in(fold_in(key, 2), s).
-    Training time is the chunks' wall time to ``block_until_ready``; compile
-    times (initial state and chunk; the gradient draws) are measured apart.
     Accuracy entries are (num_seeds, len(variance_steps)) lists.
     """
-    chunk_fn, draws_fn = make_chunk(config, vae, method, data), make_gradient_draws(config, vae, method, data)
-
-    def chunk(state, key, c):
-        return chunk_fn(state, jax.random.fold_in(jax.random.fold_in(key, 1), c))
-
-    def draws(state, key, step):
-        return draws_fn(state, jax.random.fold_in(jax.random.fold_in(key, 2), step))
-
-    start = time.perf_counter()
-    state = jax.jit(jax.vmap(lambda p: init_train_state(config, vae, method, p)),
-                    compiler_options=COMPILER_OPTIONS)(params)
-    index = jnp.zeros((), jnp.int32)
-    chunk = jax.jit(jax.vmap(chunk, (0, 0, None))).lower(state, keys, index).compile(COMPILER_OPTIONS)
-    compile_train = time.perf_counter() - start
-    start = time.perf_counter()
-    draws = jax.jit(jax.vmap(draws, (0, 0, None))).lower(state, keys, index).compile(COMPILER_OPTIONS)
-    compile_draws = time.perf_counter() - start
-
-    evals, accuracies, train_seconds = [evaluate(state.params)], [], 0.0
-    if 0 in config.variance_steps:
-        accuracies.append(_seedwise(draws(state, keys, 0)))
-    for c in range(config.num_steps // config.eval_every):
-        start = time.perf_counter()
-        state = jax.block_until_ready(chunk(state, keys, c))
-        train_seconds += time.perf_counter() - start
-        evals.append(evaluate(state.params))
-        if (c + 1) * config.eval_every in config.variance_steps:
-            accuracies.append(_seedwise(draws(state, keys, (c + 1) * config.eval_every)))
-        bar.update()
-    evals = _stack(evals)
+    run = dv.run_checkpoints(config, lambda p: init_train_state(config, vae, method, p),
+                             make_chunk(config, vae, method, data), make_gradient_draws(config, vae, method, data),
+                             params, evaluate, keys, bar, compiler_options=COMPILER_OPTIONS)
+    accuracies = [_seedwise(draws) for draws in run.probes]
     return {
         "evaluations": METHODS[method].evaluations(config),
         "steps": list(range(0, config.num_steps + 1, config.eval_every)),
-        **{name: curve.T.tolist() for name, curve in evals.items()},
+        **{name: curve.T.tolist() for name, curve in run.evals.items()},
         "variance_steps": list(config.variance_steps),
         **{name: [[a[s][name] for a in accuracies] for s in range(config.num_seeds)] for name in accuracies[0][0]},
-        "compile_seconds": compile_train,
-        "compile_draws_seconds": compile_draws,
-        "train_seconds": train_seconds,
+        "compile_seconds": run.compile_train,
+        "compile_draws_seconds": run.compile_probe,
+        "train_seconds": run.train_seconds,
     }
 
 

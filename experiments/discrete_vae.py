@@ -464,57 +464,71 @@ def _stack(trees: list[Any]) -> Any:
     return jax.tree_util.tree_map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *trees)
 
 
-def train_run(config: Config, vae: VAE, method: str, data: Data, params: Params, evaluate: Callable,
-              keys: jax.Array, bar: tqdm) -> dict[str, Any]:
-    """One (model, method): all seeds vmapped, chunk by chunk; exact evaluation at every checkpoint.
+class Checkpoints(NamedTuple):
+    """What :func:`run_checkpoints` measured: exact evaluations at every checkpoint, probes at some, times."""
 
-    ``params`` are the seeds' initial VAE parameters (shared by the methods),
-    ``evaluate`` the compiled, seed-vmapped :func:`make_evaluate`, ``keys``
-    (num_seeds,) the seeds' keys: chunk c trains on fold_in(fold_in(key, 1),
-    c), the variance at step s draws from fold_in(fold_in(key, 2), s).
-    Training time is the chunks' wall time to ``block_until_ready``; compile
-    times (initial state and chunk; the variance function) are measured
-    separately, ahead of time.
+    evals: dict[str, np.ndarray]
+    probes: list[Any]
+    compile_train: float
+    compile_probe: float
+    train_seconds: float
+
+
+def run_checkpoints(config: Config, init_state: Callable, chunk_fn: Callable, probe_fn: Callable, params: Params,
+                    evaluate: Callable, keys: jax.Array, bar: tqdm, *, compiler_options: dict) -> Checkpoints:
+    """All seeds of one (model, method) vmapped, chunk by chunk, with the exact evaluation at every checkpoint.
+
+    ``params`` are the seeds' initial VAE parameters (shared by the methods), ``evaluate`` the compiled,
+    seed-vmapped evaluation, ``keys`` (num_seeds,) the seeds' keys: chunk c trains on fold_in(fold_in(key, 1),
+    c), the probe at step s (a step of ``config.variance_steps``) draws from fold_in(fold_in(key, 2), s).
+    Training time is the chunks' wall time to ``block_until_ready``; compile times (initial state and chunk;
+    the probe) are measured apart, ahead of time.
     """
-    chunk_fn, variance_fn = make_chunk(config, vae, method, data), make_variance(config, vae, method, data)
-
     def chunk(state, key, c):
         return chunk_fn(state, jax.random.fold_in(jax.random.fold_in(key, 1), c))
 
-    def variance(state, key, step):
-        return variance_fn(state, jax.random.fold_in(jax.random.fold_in(key, 2), step))
+    def probe(state, key, step):
+        return probe_fn(state, jax.random.fold_in(jax.random.fold_in(key, 2), step))
 
     start = time.perf_counter()
-    state = jax.jit(jax.vmap(lambda p: init_train_state(config, vae, method, p)),
-                    compiler_options=COMPILER_OPTIONS)(params)
+    state = jax.jit(jax.vmap(init_state), compiler_options=compiler_options)(params)
     index = jnp.zeros((), jnp.int32)
-    chunk = jax.jit(jax.vmap(chunk, (0, 0, None))).lower(state, keys, index).compile(COMPILER_OPTIONS)
+    chunk = jax.jit(jax.vmap(chunk, (0, 0, None))).lower(state, keys, index).compile(compiler_options)
     compile_train = time.perf_counter() - start
     start = time.perf_counter()
-    variance = jax.jit(jax.vmap(variance, (0, 0, None))).lower(state, keys, index).compile(COMPILER_OPTIONS)
-    compile_variance = time.perf_counter() - start
+    probe = jax.jit(jax.vmap(probe, (0, 0, None))).lower(state, keys, index).compile(compiler_options)
+    compile_probe = time.perf_counter() - start
 
-    evals, variances, train_seconds = [evaluate(state.params)], [], 0.0
+    evals, probes, train_seconds = [evaluate(state.params)], [], 0.0
     if 0 in config.variance_steps:
-        variances.append(variance(state, keys, 0))
+        probes.append(probe(state, keys, 0))
     for c in range(config.num_steps // config.eval_every):
         start = time.perf_counter()
         state = jax.block_until_ready(chunk(state, keys, c))
         train_seconds += time.perf_counter() - start
         evals.append(evaluate(state.params))
         if (c + 1) * config.eval_every in config.variance_steps:
-            variances.append(variance(state, keys, (c + 1) * config.eval_every))
+            probes.append(probe(state, keys, (c + 1) * config.eval_every))
         bar.update()
-    evals, variances = _stack(evals), _stack(variances)
+    return Checkpoints(_stack(evals), probes, compile_train, compile_probe, train_seconds)
+
+
+def train_run(config: Config, vae: VAE, method: str, data: Data, params: Params, evaluate: Callable,
+              keys: jax.Array, bar: tqdm) -> dict[str, Any]:
+    """One (model, method) by :func:`run_checkpoints`, the gradient variance as its probe."""
+    run = run_checkpoints(config, lambda p: init_train_state(config, vae, method, p),
+                          make_chunk(config, vae, method, data), make_variance(config, vae, method, data), params,
+                          evaluate, keys, bar, compiler_options=COMPILER_OPTIONS)
+    variances = _stack(run.probes)
     return {
         "steps": list(range(0, config.num_steps + 1, config.eval_every)),
-        **{name: curve.T.tolist() for name, curve in evals.items()},
+        **{name: curve.T.tolist() for name, curve in run.evals.items()},
         "variance_steps": list(config.variance_steps),
         "grad_variance": variances["grad_variance"].T.tolist(),
         "exact_grad_sq_norm": variances["exact_grad_sq_norm"].T.tolist(),
-        "compile_seconds": compile_train,
-        "compile_variance_seconds": compile_variance,
-        "train_seconds": train_seconds,
+        "compile_seconds": run.compile_train,
+        "compile_variance_seconds": run.compile_probe,
+        "train_seconds": run.train_seconds,
     }
 
 
