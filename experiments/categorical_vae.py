@@ -91,7 +91,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -483,33 +482,10 @@ def train_run(config: Config, vae: VAE, method: str, data: dv.Data, params: Para
 
 
 def run(config: Config, *, progress: bool = False) -> dict[str, Any]:
-    """Trains every (model, method) of ``config``; returns JSON-ready results.
-
-    Seed i's key is ``split(key(seed), num_seeds)[i]``; per seed, every method
-    starts from the same VAE parameters (from fold_in(key, 0)) and trains on
-    the same keys.
-    """
-    data = dv.load_data(config)
-    keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)
-    pixel_mean = np.mean(np.asarray(data.train), axis=0)
-    bar = tqdm(total=len(config.models) * len(config.methods) * (config.num_steps // config.eval_every),
-               disable=not progress, unit="chunk")
-    results = {}
-    for model in config.models:
-        vae = make_vae(config, model)
-        params = jax.jit(jax.vmap(lambda k: init_params(config, vae, jax.random.fold_in(k, 0), pixel_mean)),
-                         compiler_options=COMPILER_OPTIONS)(keys)
-        start = time.perf_counter()
-        evaluate = jax.jit(jax.vmap(make_evaluate(vae, data))).lower(params).compile(COMPILER_OPTIONS)
-        results[model] = {"num_encoder_params": int(ravel_pytree(params["encoder"])[0].size) // config.num_seeds,
-                          "compile_evaluate_seconds": time.perf_counter() - start, "methods": {}}
-        for method in config.methods:
-            bar.set_description(f"{model} {method}")
-            results[model]["methods"][method] = train_run(config, vae, method, data, params, evaluate, keys, bar)
-    bar.close()
-    return {"config": dataclasses.asdict(config), "seeds": list(range(config.num_seeds)),
-            "num_train": int(data.train.shape[0]), "num_test": int(data.test.shape[0]),
-            "evaluations": {m: METHODS[m].evaluations(config) for m in config.methods}, "runs": results}
+    """:func:`experiments.discrete_vae.run_study` of the categorical VAE, with each method's f evaluations."""
+    study = dv.Study(make_vae, init_params, make_evaluate, train_run, lambda: COMPILER_OPTIONS)
+    results = dv.run_study(config, study, progress=progress)
+    return {**results, "evaluations": {m: METHODS[m].evaluations(config) for m in config.methods}}
 
 
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:

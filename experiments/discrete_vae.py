@@ -532,7 +532,17 @@ def train_run(config: Config, vae: VAE, method: str, data: Data, params: Params,
     }
 
 
-def run(config: Config, *, progress: bool = False) -> dict[str, Any]:
+class Study(NamedTuple):
+    """The parts of a VAE study that :func:`run_study` drives (this module's, or another VAE experiment's)."""
+
+    make_vae: Callable
+    init_params: Callable
+    make_evaluate: Callable
+    train_run: Callable
+    compiler_options: Callable[[], dict]
+
+
+def run_study(config: Config, study: Study, *, progress: bool = False) -> dict[str, Any]:
     """Trains every (model, method) of ``config``; returns JSON-ready results.
 
     Seed i's key is ``split(key(seed), num_seeds)[i]``; per seed, every method
@@ -542,23 +552,31 @@ def run(config: Config, *, progress: bool = False) -> dict[str, Any]:
     data = load_data(config)
     keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)
     pixel_mean = np.mean(np.asarray(data.train), axis=0)
+    options = study.compiler_options()
     bar = tqdm(total=len(config.models) * len(config.methods) * (config.num_steps // config.eval_every),
                disable=not progress, unit="chunk")
     results = {}
     for model in config.models:
-        vae = make_vae(config, model)
-        params = jax.jit(jax.vmap(lambda k: init_params(config, vae, jax.random.fold_in(k, 0), pixel_mean)),
-                         compiler_options=COMPILER_OPTIONS)(keys)
+        vae = study.make_vae(config, model)
+        params = jax.jit(jax.vmap(lambda k: study.init_params(config, vae, jax.random.fold_in(k, 0), pixel_mean)),
+                         compiler_options=options)(keys)
         start = time.perf_counter()
-        evaluate = jax.jit(jax.vmap(make_evaluate(vae, data))).lower(params).compile(COMPILER_OPTIONS)
+        evaluate = jax.jit(jax.vmap(study.make_evaluate(vae, data))).lower(params).compile(options)
         results[model] = {"num_encoder_params": int(ravel_pytree(params["encoder"])[0].size) // config.num_seeds,
                           "compile_evaluate_seconds": time.perf_counter() - start, "methods": {}}
         for method in config.methods:
             bar.set_description(f"{model} {method}")
-            results[model]["methods"][method] = train_run(config, vae, method, data, params, evaluate, keys, bar)
+            results[model]["methods"][method] = study.train_run(config, vae, method, data, params, evaluate, keys,
+                                                                bar)
     bar.close()
     return {"config": dataclasses.asdict(config), "seeds": list(range(config.num_seeds)),
             "num_train": int(data.train.shape[0]), "num_test": int(data.test.shape[0]), "runs": results}
+
+
+def run(config: Config, *, progress: bool = False) -> dict[str, Any]:
+    """:func:`run_study` of this module's VAE."""
+    return run_study(config, Study(make_vae, init_params, make_evaluate, train_run, lambda: COMPILER_OPTIONS),
+                     progress=progress)
 
 
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
